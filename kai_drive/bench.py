@@ -1,0 +1,143 @@
+"""Environment speed benchmark: ``python -m kai_drive.bench --env lane-keep``.
+
+For each sensor set it measures env steps/s with random actions (single process) and the *sensor
+floor*: the bare PyBullet calls of one control step in the same world (one ``stepSimulation`` of
+``substeps`` physics steps, the same camera image and the same lidar sweep), and prints the ratio.
+Resets are timed separately (they rebuild the road). Peak RSS of this process (torch not imported)
+is reported too. Results are printed as a table and, with ``--json``, written to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+SENSOR_SETS: dict[str, dict[str, Any]] = {
+    "default (camera+lidar+state)": {},
+    "state only": {"sensors": {"camera": {"enabled": False}, "lidar": {"enabled": False}}},
+    "lidar+state": {"sensors": {"camera": {"enabled": False}}},
+    "camera+state": {"sensors": {"lidar": {"enabled": False}}},
+    "camera rgb+depth+seg": {"sensors": {"camera": {"depth": True, "segmentation": True}}},
+}
+
+
+def _floor(env, seconds: float) -> float:
+    """Bare PyBullet calls of one control step in ``env``'s current world; returns calls/s."""
+    from kai_drive.sensors import Camera, Lidar, ego_mount
+
+    world = env.unwrapped.world
+    client = world.client
+    ego = env.unwrapped.task.ego
+    cams = [s for s in env.unwrapped.sensors if isinstance(s, Camera)]
+    lidars = [s for s in env.unwrapped.sensors if isinstance(s, Lidar)]
+    from kai_drive.sim.world import RAY_MASK_WITHOUT_EGO
+
+    mount = ego_mount(client, ego.body_id, ego.spawn_z)
+    cam_args = [(c.width, c.height, c.view_matrix(mount), c._proj, c._flags) for c in cams]
+    rays = [l.rays(mount) for l in lidars]
+    state = world.save_state()
+    n, t0 = 0, time.perf_counter()
+    while True:
+        client.stepSimulation()
+        for w, h, view, proj, flags in cam_args:
+            client.getCameraImage(w, h, view, proj, renderer=world.render_flag, flags=flags)
+        for frm, to in rays:
+            client.rayTestBatch(frm, to, collisionFilterMask=RAY_MASK_WITHOUT_EGO)
+        n += 1
+        if n % 20 == 0:
+            world.restore_state(state)  # keep the car on the road
+            if time.perf_counter() - t0 > seconds:
+                break
+    return n / (time.perf_counter() - t0)
+
+
+def bench_env(env_name: str, config: dict, seconds: float, seed: int = 0) -> dict[str, float]:
+    import gymnasium
+
+    import kai_drive  # noqa: F401 - registers the envs
+    from kai_drive.catalog import resolve_env
+
+    env_id, _ = resolve_env(env_name)
+    env = gymnasium.make(env_id, config=config, disable_env_checker=True)
+    env.reset(seed=seed)
+    env.action_space.seed(seed)
+    # warm-up
+    for _ in range(10):
+        *_, term, trunc, _ = env.step(env.action_space.sample())
+        if term or trunc:
+            env.reset()
+    steps, resets, t_step, t_reset = 0, 0, 0.0, 0.0
+    t_end = time.perf_counter() + seconds
+    actions = [env.action_space.sample() for _ in range(256)]
+    while time.perf_counter() < t_end:
+        a = actions[steps % 256]
+        t0 = time.perf_counter()
+        _, _, term, trunc, _ = env.step(a)
+        t_step += time.perf_counter() - t0
+        steps += 1
+        if term or trunc:
+            t0 = time.perf_counter()
+            env.reset()
+            t_reset += time.perf_counter() - t0
+            resets += 1
+    env.reset(seed=seed)
+    floor = _floor(env, seconds / 2)
+    env.close()
+    sps = steps / t_step
+    return {
+        "steps_per_s": sps,
+        "steps_per_s_with_resets": steps / (t_step + t_reset),
+        "reset_ms": 1e3 * t_reset / max(resets, 1),
+        "floor_per_s": floor,
+        "fraction_of_floor": sps / floor,
+        "steps": steps,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m kai_drive.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--env", default="lane-keep", help="env alias or id (default: lane-keep)")
+    ap.add_argument("--seconds", type=float, default=5.0, help="measuring time per sensor set (default: 5)")
+    ap.add_argument("--sets", nargs="*", default=None, help="sensor sets to run (default: all)")
+    ap.add_argument("--json", default=None, help="also write the results to this JSON file")
+    args = ap.parse_args(argv)
+
+    sets = {k: v for k, v in SENSOR_SETS.items() if args.sets is None or k in args.sets or k.split(" ")[0] in args.sets}
+    results: dict[str, Any] = {
+        "env": args.env,
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}",
+        "date": time.strftime("%Y-%m-%d"),
+        "sets": {},
+    }
+    print(f"kai_drive.bench --env {args.env}  ({args.seconds:.0f} s per set, single process)")
+    print(f"{'sensor set':32s} {'steps/s':>9s} {'w/ resets':>10s} {'floor/s':>9s} {'of floor':>9s} {'reset ms':>9s}")
+    for name, cfg in sets.items():
+        r = bench_env(args.env, cfg, args.seconds)
+        results["sets"][name] = r
+        print(
+            f"{name:32s} {r['steps_per_s']:9.0f} {r['steps_per_s_with_resets']:10.0f} {r['floor_per_s']:9.0f} "
+            f"{100 * r['fraction_of_floor']:8.0f}% {r['reset_ms']:9.1f}"
+        )
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    results["peak_rss_mb"] = rss_mb
+    results["torch_imported"] = "torch" in sys.modules
+    print(f"peak RSS of this process: {rss_mb:.0f} MB (torch imported: {results['torch_imported']})")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""A pinhole camera fixed to a body: RGB (uint8), optional depth (metres) and semantic segmentation."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pybullet
+from gymnasium import spaces
+
+from kai_drive.sensors import corruption
+from kai_drive.sensors.base import Mount
+
+#: semantic classes of the "segmentation" observation; a body's class is its ``World.kinds`` entry.
+SEG_CLASSES: dict[str, int] = {
+    "none": 0,  # sky / nothing
+    "ground": 1,
+    "road": 2,
+    "marking": 3,
+    "barrier": 4,
+    "ego": 5,
+    "vehicle": 6,
+    "pedestrian": 7,
+    "obstacle": 8,
+    "distractor": 9,
+}
+
+
+class Camera:
+    """Camera mounted on the ego body.
+
+    Args:
+        spec: a :class:`kai_drive.specs.CameraSpec` (size, vertical FOV, mount position in the car frame
+            with z above the ground, pitch, near/far planes, optional depth/segmentation, noise).
+        name: observation key of the RGB image; depth and segmentation use "depth" / "segmentation".
+    """
+
+    def __init__(self, spec: Any, name: str = "camera") -> None:
+        self.spec = spec
+        self.name = name
+        self.width, self.height = spec.width, spec.height
+        pitch = math.radians(spec.pitch_deg)
+        self._fwd_local = np.array([math.cos(pitch), 0.0, math.sin(pitch)])
+        self._up_local = np.array([-math.sin(pitch), 0.0, math.cos(pitch)])
+        self._offset = np.asarray(spec.position_m, dtype=np.float64)
+        self._proj = pybullet.computeProjectionMatrixFOV(
+            spec.fov_deg, spec.width / spec.height, spec.near_m, spec.far_m
+        )
+        self._flags = 0 if spec.segmentation else pybullet.ER_NO_SEGMENTATION_MASK
+        self._seg_lut = np.zeros(1, dtype=np.uint8)
+
+    def spaces(self) -> dict[str, spaces.Space]:
+        h, w = self.height, self.width
+        out: dict[str, spaces.Space] = {self.name: spaces.Box(0, 255, (h, w, 3), np.uint8)}
+        if self.spec.depth:
+            out["depth"] = spaces.Box(0.0, np.float32(self.spec.far_m), (h, w), np.float32)
+        if self.spec.segmentation:
+            out["segmentation"] = spaces.Box(0, max(SEG_CLASSES.values()), (h, w), np.uint8)
+        return out
+
+    def reset(self, world: Any, ego: Any) -> None:
+        if self.spec.segmentation:
+            size = max(world.kinds, default=0) + 2
+            lut = np.zeros(size, dtype=np.uint8)  # index = body id + 1 (background -1 -> 0)
+            for body_id, kind in world.kinds.items():
+                lut[body_id + 1] = SEG_CLASSES.get(kind, SEG_CLASSES["obstacle"])
+            self._seg_lut = lut
+
+    def view_matrix(self, mount: Mount) -> tuple:
+        eye = mount.to_world(self._offset)
+        fwd = mount.rotation @ self._fwd_local
+        up = mount.rotation @ self._up_local
+        return pybullet.computeViewMatrix(eye.tolist(), (eye + fwd).tolist(), up.tolist())
+
+    def capture(self, world: Any, mount: Mount) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raw ``(rgba, depth_buffer, seg)`` from PyBullet for the current mount pose."""
+        _, _, rgba, depth, seg = world.client.getCameraImage(
+            self.width,
+            self.height,
+            self.view_matrix(mount),
+            self._proj,
+            renderer=world.render_flag,
+            flags=self._flags,
+        )
+        return rgba, depth, seg
+
+    def read(self, world: Any, ego: Any, mount: Mount, rng: np.random.Generator, out: dict) -> None:
+        rgba, depth, seg = self.capture(world, mount)
+        rgb = np.ascontiguousarray(np.reshape(rgba, (self.height, self.width, 4))[:, :, :3])
+        rgb = corruption.image_noise(rgb, self.spec.noise_std, rng)
+        rgb = corruption.frame_dropout(rgb, self.spec.dropout, rng)
+        out[self.name] = rgb
+        if self.spec.depth:
+            out["depth"] = depth_to_metres(np.reshape(depth, (self.height, self.width)), self.spec.near_m, self.spec.far_m)
+        if self.spec.segmentation:
+            ids = np.reshape(seg, (self.height, self.width)).astype(np.int64) + 1
+            ids = np.clip(ids, 0, len(self._seg_lut) - 1)
+            out["segmentation"] = self._seg_lut[ids]
+
+
+def depth_to_metres(buffer: np.ndarray, near: float, far: float) -> np.ndarray:
+    """OpenGL depth buffer (0..1, non-linear) -> distance along the optical axis in metres."""
+    buf = np.asarray(buffer, dtype=np.float32)
+    z = far * near / (far - (far - near) * buf)
+    return np.minimum(z, np.float32(far)).astype(np.float32)

@@ -1,0 +1,8 @@
+"""Tasks: what the agent is asked to do. A task builds its scene through kai_drive.sim, applies the
+action, and scores the outcome (reward terms, termination, success, safety cost, info). It never renders."""
+
+from kai_drive.tasks.driving import LaneKeepTask
+
+TASKS = {"lane_keep": LaneKeepTask}
+
+__all__ = ["LaneKeepTask", "TASKS"]

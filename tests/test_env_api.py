@@ -1,0 +1,175 @@
+"""The gymnasium contract, for every catalogue env."""
+
+import subprocess
+import sys
+
+import gymnasium
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+
+import kai_drive  # noqa: F401
+from kai_drive.catalog import UnknownEnvError, env_ids, resolve_env
+from kai_drive.specs import SpecError
+
+
+def test_every_catalogue_env_is_registered(env_id):
+    assert env_id in gymnasium.registry
+    assert resolve_env(env_ids()[env_id]) == (env_id, env_ids()[env_id])
+
+
+def test_gymnasium_and_sb3_checkers_pass(env_id, make_env):
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    env = make_env(env_id, disable_env_checker=True)
+    gym_check_env(env.unwrapped, skip_render_check=True)
+    sb3_check_env(env.unwrapped, warn=True)
+
+
+def test_observation_matches_space_and_spec(env_id, make_env):
+    env = make_env(env_id)
+    obs, info = env.reset(seed=3)
+    assert env.observation_space.contains(obs)
+    assert obs["camera"].shape == (64, 64, 3) and obs["camera"].dtype == np.uint8
+    assert obs["lidar"].shape == (64,) and obs["lidar"].dtype == np.float32
+    assert 0.0 <= obs["lidar"].min() and obs["lidar"].max() <= 1.0
+    assert env.action_space.shape == (2,)
+    assert "scenario" in info and "road_seed" in info["scenario"]
+    for _ in range(5):
+        obs, r, term, trunc, info = env.step(np.array([0.0, 0.3], np.float32))
+        assert env.observation_space.contains(obs)
+        assert np.isfinite(r)
+    for key in ("lateral_offset_m", "heading_error_rad", "speed_mps", "distance_m", "route_completion",
+                "collision", "collision_with", "off_road", "lane_invasion", "cost", "is_success", "reward_terms"):
+        assert key in info, key
+    assert info["cost"] in (0.0, 1.0)
+    assert abs(sum(info["reward_terms"].values()) - r) < 1e-6
+
+
+def test_camera_sees_the_road(env_id, make_env):
+    env = make_env(env_id)
+    obs, _ = env.reset(seed=1)
+    img = obs["camera"].astype(np.int32)
+    # the image is not blank: the lower half (road) differs from the upper half (sky/horizon)
+    assert img.std() > 5
+    assert np.abs(img[40:].mean(axis=(0, 1)) - img[:20].mean(axis=(0, 1))).max() > 10
+
+
+def test_same_seed_same_bytes(env_id, make_env):
+    a, b = make_env(env_id), make_env(env_id)
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, size=(30, 2)).astype(np.float32)
+    actions[:, 1] = np.abs(actions[:, 1])
+    oa, ia = a.reset(seed=42)
+    ob, ib = b.reset(seed=42)
+    for k in oa:
+        assert oa[k].tobytes() == ob[k].tobytes(), k
+    assert ia["scenario"] == ib["scenario"]
+    for act in actions:
+        ra = a.step(act)
+        rb = b.step(act)
+        for k in ra[0]:
+            assert ra[0][k].tobytes() == rb[0][k].tobytes(), k
+        assert ra[1:4] == rb[1:4]
+        if ra[2] or ra[3]:
+            break
+
+
+def test_different_seeds_give_different_roads(env_id, make_env):
+    env = make_env(env_id)
+    _, i1 = env.reset(seed=1)
+    _, i2 = env.reset(seed=2)
+    assert i1["scenario"]["road_seed"] != i2["scenario"]["road_seed"]
+    assert i1["scenario"]["route_length_m"] != i2["scenario"]["route_length_m"]
+
+
+def test_road_seed_and_noise_seed_are_separate(env_id, make_env):
+    cfg = {"sensors": {"lidar": {"noise_std": 0.05}}}
+    env = make_env(env_id, config=cfg)
+    o1, i1 = env.reset(options={"road_seed": 5, "noise_seed": 1})
+    o2, i2 = env.reset(options={"road_seed": 5, "noise_seed": 2})
+    o3, _ = env.reset(options={"road_seed": 5, "noise_seed": 1})
+    assert i1["scenario"]["route_length_m"] == i2["scenario"]["route_length_m"]
+    assert o1["camera"].tobytes() == o2["camera"].tobytes()  # same road, camera noise off
+    assert o1["lidar"].tobytes() != o2["lidar"].tobytes()  # different lidar noise
+    assert o1["lidar"].tobytes() == o3["lidar"].tobytes()
+
+
+def test_bad_actions(env_id, make_env):
+    env = make_env(env_id)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        env.step(np.array([np.nan, 0.0], np.float32))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        env.step(np.array([0.0, np.inf], np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        env.step(np.zeros(3, np.float32))
+    # finite out-of-range actions are clipped, not rejected
+    obs, *_ = env.step(np.array([5.0, -7.0], np.float32))
+    assert env.observation_space.contains(obs)
+
+
+def test_config_overrides_and_errors(env_id, make_env):
+    env = make_env(env_id, config={"sensors": {"camera": {"width": 32, "height": 24}}, "sensors.lidar.beams": 16})
+    obs, _ = env.reset(seed=0)
+    assert obs["camera"].shape == (24, 32, 3)
+    assert obs["lidar"].shape == (16,)
+    with pytest.raises(SpecError, match=r"sensors\.camera\.widht: unknown key"):
+        gymnasium.make(env_id, config={"sensors": {"camera": {"widht": 32}}})
+    with pytest.raises(SpecError, match=r"sensors\.lidar\.beams"):
+        gymnasium.make(env_id, config={"sensors.lidar.beams": -3})
+    with pytest.raises(SpecError, match=r"world"):
+        gymnasium.make(env_id, config={"world": {"physics_hz": 250, "control_hz": 20}})
+
+
+def test_unknown_env_suggests():
+    with pytest.raises(UnknownEnvError, match="Did you mean 'lane-keep'"):
+        resolve_env("lane-kep")
+
+
+def test_render_rgb_array(env_id, make_env):
+    env = make_env(env_id, render_mode="rgb_array", config={"render": {"width": 96, "height": 64}})
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame.shape == (64, 96, 3) and frame.dtype == np.uint8
+    assert frame.std() > 5
+
+
+def test_close_is_idempotent(env_id):
+    env = gymnasium.make(env_id)
+    env.reset(seed=0)
+    env.close()
+    env.close()
+
+
+def test_many_envs_in_one_process(env_id, make_env):
+    envs = [make_env(env_id) for _ in range(4)]
+    first = [e.reset(seed=7)[0]["camera"].tobytes() for e in envs]
+    assert len(set(first)) == 1
+    for e in envs:
+        e.step(np.array([0.1, 0.5], np.float32))
+    # stepping one world does not move the others
+    assert envs[0].reset(seed=7)[0]["camera"].tobytes() == first[0]
+
+
+def test_make_in_fresh_process_without_import(env_id):
+    code = (
+        "import gymnasium, numpy as np\n"
+        f"env = gymnasium.make('kai_drive:{env_id}')\n"
+        "obs, info = env.reset(seed=0)\n"
+        "print(sorted(obs), env.observation_space['camera'].shape)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "camera" in out.stdout
+
+
+def test_async_vector_env_workers(env_id):
+    vec = gymnasium.vector.AsyncVectorEnv([lambda: gymnasium.make(f"kai_drive:{env_id}")] * 2)
+    try:
+        obs, info = vec.reset(seed=[1, 1])
+        assert obs["camera"].shape[0] == 2
+        assert obs["camera"][0].tobytes() == obs["camera"][1].tobytes()  # same seed in two processes
+        obs, *_ = vec.step(np.zeros((2, 2), np.float32))
+    finally:
+        vec.close()
