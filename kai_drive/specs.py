@@ -76,9 +76,9 @@ class CameraSpec(_Strict):
     enabled: bool = True
     width: int = Field(64, ge=8, le=1024)
     height: int = Field(64, ge=8, le=1024)
-    fov_deg: float = Field(90.0, gt=10, lt=170, description="vertical field of view")
-    position_m: tuple[float, float, float] = Field((0.3, 0.0, 1.5), description="in the car frame (x fwd, y left, z up)")
-    pitch_deg: float = Field(-12.0, ge=-89, le=89, description="negative looks down")
+    fov_deg: float = Field(80.0, gt=10, lt=170, description="vertical field of view")
+    position_m: tuple[float, float, float] = Field((2.0, 0.0, 1.4), description="in the car frame (x fwd from the centre, y left, z above the ground)")
+    pitch_deg: float = Field(-10.0, ge=-89, le=89, description="negative looks down")
     near_m: float = Field(0.1, gt=0)
     far_m: float = Field(80.0, gt=1)
     depth: bool = False

@@ -125,6 +125,7 @@ class Vehicle:
         self.cg_to_rear_axle_m = 0.5 * p.wheelbase_m
         self.spawn_z = p.cg_height_m + 0.002
         self.steer_rad = 0.0
+        self.last_command: tuple[float, float] = (0.0, 0.0)  # (steer, throttle_brake) as last commanded
         self.body_id = self._build()
         self._cid = client._client  # physics client id, for the hot path
         # precomputed constants of the hot path
@@ -247,6 +248,7 @@ class Vehicle:
             dt: the control step (s).
         """
         p = self.params
+        self.last_command = (steer, throttle_brake)
         # -- steering: rate-limited virtual wheel, then Ackermann angles of the two knuckles
         if steer > 1.0:
             steer = 1.0

@@ -81,7 +81,6 @@ class LaneKeepTask:
         speed = float(rng.uniform(*t.start_speed_mps))
         x, y, yaw = self.route.pose_at(t.start_s_m, d0)
         self.ego = Vehicle(world.client, self.vehicle_params, x=x, y=y, yaw=yaw + dyaw, speed_mps=speed)
-        self.ego.last_command = (0.0, 0.0)
         world.add_body("ego", self.ego.body_id, kind="ego")
         world.set_ego(self.ego.body_id)
         self._solid = {b for b, k in world.kinds.items() if k not in _DRIVABLE and b != self.ego.body_id}
@@ -98,9 +97,7 @@ class LaneKeepTask:
 
     # -- step ------------------------------------------------------------------------------------
     def apply(self, action: np.ndarray, dt: float) -> None:
-        steer, throttle = float(action[0]), float(action[1])
-        self.ego.apply_control(steer, throttle, dt)
-        self.ego.last_command = (steer, throttle)
+        self.ego.apply_control(float(action[0]), float(action[1]), dt)
 
     def evaluate(self, world: World, action: np.ndarray, dt: float, elapsed_s: float) -> tuple[float, bool, bool, dict]:
         """Score the step just simulated: ``(reward, terminated, truncated, info)``."""

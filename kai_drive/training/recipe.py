@@ -1,0 +1,411 @@
+"""Training recipes: ``agents/<algo>.yaml``, keyed by env id (rl-baselines3-zoo's convention).
+
+A recipe file maps env ids to recipes::
+
+    KaiDrive/LaneKeep-v0:
+      n_envs: 2
+      n_timesteps: 300000
+      policy: MultiInputPolicy
+      policy_kwargs: {net_arch: [64, 64], activation_fn: tanh}
+      normalisation: {enabled: true, norm_reward: true}
+      frame_stack: 1
+      env_config: {sensors.camera.enabled: false}
+      hyperparams: {learning_rate: 3.0e-4, n_steps: 512}
+
+Files are read with ``yaml.safe_load``; nothing is ``eval()``'d. Classes are named by strings that map
+through whitelists (:data:`ACTIVATIONS`, :data:`OPTIMIZERS`). Every key is checked: unknown recipe keys
+(pydantic, ``extra="forbid"``), hyperparameters the algorithm's constructor does not take and
+``policy_kwargs`` the policy class does not take all raise :class:`RecipeError` naming the file (or
+``--set``) and the dotted key.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from kai_drive.specs import SpecError, deep_merge, dotted_to_nested
+
+
+class RecipeError(ValueError):
+    """A recipe file, a ``--set`` override or a run's config.yaml is invalid; the message names it."""
+
+
+# ---------------------------------------------------------------------------------------------
+# whitelists: names in YAML -> Python objects
+# ---------------------------------------------------------------------------------------------
+def _activations() -> dict[str, Any]:
+    from torch import nn
+
+    return {
+        "tanh": nn.Tanh,
+        "relu": nn.ReLU,
+        "elu": nn.ELU,
+        "leaky_relu": nn.LeakyReLU,
+        "gelu": nn.GELU,
+        "silu": nn.SiLU,
+        "selu": nn.SELU,
+    }
+
+
+def _optimizers() -> dict[str, Any]:
+    import torch
+
+    return {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}
+
+
+ACTIVATIONS = ("tanh", "relu", "elu", "leaky_relu", "gelu", "silu", "selu")
+OPTIMIZERS = ("adam", "adamw", "rmsprop")
+
+
+def algorithms() -> dict[str, Any]:
+    """``--algo`` name -> SB3 class."""
+    from stable_baselines3 import A2C, PPO, SAC, TD3
+
+    return {"ppo": PPO, "sac": SAC, "td3": TD3, "a2c": A2C}
+
+
+ALGOS = ("ppo", "sac", "td3", "a2c")
+OFF_POLICY = ("sac", "td3")
+
+#: constructor arguments the CLI owns; a recipe may not set them in ``hyperparams``
+_RESERVED_HYPERPARAMS = {
+    "policy", "env", "policy_kwargs", "tensorboard_log", "verbose", "seed", "device", "_init_setup_model",
+    "action_noise", "stats_window_size", "monitor_wrapper",
+}  # fmt: skip
+#: policy_kwargs that take classes and are not (yet) nameable from YAML
+_CLASS_POLICY_KWARGS = {"features_extractor_class", "features_extractor", "optimizer_class", "activation_fn"}
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+# ---------------------------------------------------------------------------------------------
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Normalisation(_Strict):
+    """``VecNormalize`` settings (running mean/std of observations and of the discounted return)."""
+
+    enabled: bool = False
+    norm_obs: bool = True
+    norm_reward: bool = True
+    clip_obs: float = Field(10.0, gt=0)
+    clip_reward: float = Field(10.0, gt=0)
+    norm_obs_keys: list[str] | None = Field(
+        None, description="Dict keys to normalise; default: every key that is not an image (uint8)"
+    )
+
+
+class ActionNoise(_Strict):
+    """Exploration noise of off-policy algorithms (TD3, SAC); std in action units."""
+
+    type: Literal["normal", "ornstein-uhlenbeck"] = "normal"
+    std: float = Field(0.1, gt=0)
+
+
+class EvalSettings(_Strict):
+    """Periodic evaluation on held-out road seeds, and the final evaluation after training."""
+
+    freq: int = Field(20_000, ge=0, description="env steps (all envs together) between evaluations; 0 = never")
+    episodes: int = Field(10, ge=1, description="episodes per periodic evaluation")
+    n_envs: int = Field(1, ge=1, description="parallel eval envs (subprocess when > 1)")
+    final_episodes: int = Field(0, ge=0, description="episodes of the final evaluation (final_eval.json); 0 = none")
+    images: bool = Field(True, description="log a strip of camera / chase-camera frames at each evaluation")
+    stop_success_rate: float | None = Field(
+        None, ge=0, le=1, description="stop training once a periodic evaluation reaches this success rate"
+    )
+    stop_min_timesteps: int = Field(0, ge=0, description="...but not before this many env steps")
+
+
+class Recipe(_Strict):
+    """One algorithm's recipe for one env (an entry of ``agents/<algo>.yaml``)."""
+
+    n_envs: int = Field(1, ge=1, le=256)
+    n_timesteps: int = Field(..., ge=1)
+    vec_env: Literal["subproc", "dummy"] = "dummy"
+    policy: str = "MultiInputPolicy"
+    policy_kwargs: dict[str, Any] = Field(default_factory=dict)
+    normalisation: Normalisation = Normalisation()
+    frame_stack: int = Field(1, ge=1, le=16)
+    env_config: dict[str, Any] = Field(default_factory=dict, description="overrides of envs/<env>.yaml")
+    hyperparams: dict[str, Any] = Field(default_factory=dict)
+    action_noise: ActionNoise | None = None
+    eval: EvalSettings = EvalSettings()
+    checkpoint_freq: int = Field(50_000, ge=0, description="env steps between checkpoints; 0 = only at the end")
+    save_replay_buffer: bool = Field(True, description="off-policy: keep the latest replay buffer with checkpoints")
+    torch_threads: int = Field(1, ge=0, description="torch.set_num_threads in the learner process; 0 = torch default")
+
+    @field_validator("policy_kwargs")
+    @classmethod
+    def _policy_kwargs(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if "activation_fn" in value and value["activation_fn"] not in ACTIVATIONS:
+            raise ValueError(f"activation_fn {value['activation_fn']!r} is not one of {list(ACTIVATIONS)}")
+        if "optimizer_class" in value and value["optimizer_class"] not in OPTIMIZERS:
+            raise ValueError(f"optimizer_class {value['optimizer_class']!r} is not one of {list(OPTIMIZERS)}")
+        for key in ("features_extractor_class", "features_extractor"):
+            if key in value:
+                raise ValueError(f"{key} cannot be set from a recipe yet (the default extractor is used)")
+        return value
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+# ---------------------------------------------------------------------------------------------
+def _format(source: str, err: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"])
+        loc = f"{prefix}{loc}" if loc else (prefix.rstrip(".") or "(top level)")
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            valid = ", ".join(_valid_keys(e["loc"]))
+            msg = f"unknown key (valid keys here: {valid})"
+        lines.append(f"{source}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def _valid_keys(loc: tuple) -> list[str]:
+    model: Any = Recipe
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        ann = getattr(field, "annotation", None)
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            for arg in getattr(ann, "__args__", ()):  # Optional[Model]
+                if isinstance(arg, type) and issubclass(arg, BaseModel):
+                    model = arg
+    return sorted(getattr(model, "model_fields", {}))
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``["hyperparams.gamma=0.98", "env_config.sensors.camera.enabled=false"]`` -> nested dict.
+
+    Values are parsed with ``yaml.safe_load`` (``1e-4`` -> float, ``false`` -> bool, ``[64, 64]`` -> list).
+    Under ``env_config`` the rest of the key stays dotted (the env merges dotted keys itself).
+    """
+    flat: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise RecipeError(f"--set {item}: expected KEY=VALUE, e.g. --set hyperparams.learning_rate=1e-4")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise RecipeError(f"--set {item}: bad key {key!r}")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"--set {item}: value is not valid YAML: {exc}") from None
+        if isinstance(value, str) and value.replace("_", "").replace(".", "").replace("-", "").isdigit():
+            pass
+        value = _yaml_number(text, value)
+        flat[key] = value
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        head, _, rest = key.partition(".")
+        if head == "env_config" and rest:
+            out = deep_merge(out, {"env_config": {rest: value}})
+        else:
+            out = deep_merge(out, dotted_to_nested({key: value}))
+    return out
+
+
+def _yaml_number(text: str, value: Any) -> Any:
+    """YAML 1.1 reads ``1e-4`` as a string; accept it as the float everyone means."""
+    if isinstance(value, str):
+        try:
+            return float(text.strip())
+        except ValueError:
+            return value
+    return value
+
+
+def _normalise_numbers(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _normalise_numbers(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_normalise_numbers(v) for v in node]
+    if isinstance(node, str):
+        return _yaml_number(node, node) if _looks_numeric(node) else node
+    return node
+
+
+def _looks_numeric(text: str) -> bool:
+    t = text.strip().lower()
+    return bool(t) and t[0] in "0123456789+-." and any(c.isdigit() for c in t) and "e" in t
+
+
+def read_recipe_file(path: Path, env_id: str, alias: str | None = None) -> dict[str, Any]:
+    """The raw recipe for ``env_id`` from a recipe file keyed by env id (a flat recipe is accepted too)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: recipe file not found") from None
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: expected a mapping of env id -> recipe, got {type(data).__name__}")
+    keyed = any("/" in str(k) for k in data) or (alias is not None and alias in data)
+    if not keyed:
+        return _normalise_numbers(data)
+    for key in (env_id, alias):
+        if key is not None and key in data:
+            entry = data[key]
+            if not isinstance(entry, dict):
+                raise RecipeError(f"{path}: {key}: expected a mapping (the recipe), got {type(entry).__name__}")
+            return _normalise_numbers(entry)
+    raise RecipeError(f"{path}: no recipe for {env_id}; the file has recipes for: {', '.join(map(str, data))}")
+
+
+def validate_recipe(data: Mapping[str, Any], source: str, prefix: str = "") -> Recipe:
+    try:
+        return Recipe.model_validate(dict(data))
+    except ValidationError as err:
+        raise RecipeError(_format(source, err, prefix)) from None
+
+
+def check_algo_args(recipe: Recipe, algo: str, source: str, prefix: str = "") -> None:
+    """Hyperparameters and policy_kwargs must be arguments of the algorithm / policy constructors."""
+    cls = algorithms()[algo]
+    params = inspect.signature(cls.__init__).parameters
+    for key in recipe.hyperparams:
+        if key in _RESERVED_HYPERPARAMS:
+            hint = {
+                "policy_kwargs": "put it at the top level of the recipe",
+                "action_noise": "use the recipe's action_noise: {type: normal, std: 0.1}",
+                "seed": "use --seed",
+                "device": "use --device",
+            }.get(key, "the training CLI sets it")
+            raise RecipeError(f"{source}: {prefix}hyperparams.{key}: not allowed here ({hint})")
+        if key not in params:
+            close = _close(key, [p for p in params if p not in _RESERVED_HYPERPARAMS and p != "self"])
+            raise RecipeError(f"{source}: {prefix}hyperparams.{key}: not a parameter of {cls.__name__}.{close}")
+    if recipe.policy not in cls.policy_aliases:
+        raise RecipeError(
+            f"{source}: {prefix}policy: {recipe.policy!r} is not a {cls.__name__} policy; "
+            f"choose one of {sorted(cls.policy_aliases)}"
+        )
+    pparams = inspect.signature(cls.policy_aliases[recipe.policy].__init__).parameters
+    for key in recipe.policy_kwargs:
+        if key not in pparams or key in ("observation_space", "action_space", "lr_schedule", "self"):
+            valid = [p for p in pparams if p not in ("self", "observation_space", "action_space", "lr_schedule")]
+            raise RecipeError(
+                f"{source}: {prefix}policy_kwargs.{key}: not an argument of {cls.__name__}'s {recipe.policy}.{_close(key, valid)}"
+            )
+    if recipe.action_noise is not None and algo not in OFF_POLICY:
+        raise RecipeError(f"{source}: {prefix}action_noise: only off-policy algorithms ({', '.join(OFF_POLICY)}) use it")
+    for key in ("learning_rate", "clip_range", "clip_range_vf"):
+        value = recipe.hyperparams.get(key)
+        if isinstance(value, str):
+            try:
+                parse_schedule(value)
+            except ValueError as exc:
+                raise RecipeError(f"{source}: {prefix}hyperparams.{key}: {exc}") from None
+
+
+def _close(key: str, choices: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, choices, n=1, cutoff=0.6)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def load_recipe(
+    algo: str,
+    env_id: str,
+    alias: str | None = None,
+    recipe_file: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    override_source: str = "--set",
+) -> tuple[Recipe, Path]:
+    """Read, merge and validate a recipe. Returns ``(recipe, file)``; raises :class:`RecipeError`.
+
+    The file is validated on its own first (so its mistakes are blamed on it), then with ``overrides``.
+    """
+    from kai_drive.catalog import catalog_dir
+
+    if algo not in ALGOS:
+        raise RecipeError(f"unknown algorithm {algo!r}; choose one of {', '.join(ALGOS)}")
+    path = Path(recipe_file) if recipe_file else catalog_dir("agents") / f"{algo}.yaml"
+    if recipe_file is None and not path.is_file():
+        raise RecipeError(f"{path}: no recipe file for {algo}; pass one with --recipe FILE")
+    raw = read_recipe_file(path, env_id, alias)
+    prefix = ""
+    base = validate_recipe(raw, str(path), prefix)
+    check_algo_args(base, algo, str(path), prefix)
+    if not overrides:
+        return base, path
+    merged = deep_merge(base.model_dump(mode="python"), _normalise_numbers(dict(overrides)))
+    recipe = validate_recipe(merged, override_source)
+    check_algo_args(recipe, algo, override_source)
+    return recipe, path
+
+
+def parse_schedule(value: Any) -> Any:
+    """``3e-4`` -> 3e-4; ``"lin_3e-4"`` -> a linear schedule from 3e-4 to 0 (zoo's notation)."""
+    if isinstance(value, str):
+        if not value.startswith("lin_"):
+            raise ValueError(f"{value!r}: a schedule is a number or 'lin_<start>' (linear decay to 0)")
+        try:
+            start = float(value[4:])
+        except ValueError:
+            raise ValueError(f"{value!r}: 'lin_' must be followed by a number, e.g. lin_3e-4") from None
+        return LinearSchedule(start)
+    return value
+
+
+class LinearSchedule:
+    """``progress_remaining`` (1 -> 0) times ``start``; a picklable class, not a lambda."""
+
+    def __init__(self, start: float) -> None:
+        self.start = float(start)
+
+    def __call__(self, progress_remaining: float) -> float:
+        return progress_remaining * self.start
+
+    def __repr__(self) -> str:
+        return f"lin_{self.start:g}"
+
+
+def algo_kwargs(recipe: Recipe, algo: str) -> dict[str, Any]:
+    """The keyword arguments for the SB3 constructor (hyperparams + policy_kwargs), classes resolved."""
+    kwargs: dict[str, Any] = {}
+    for key, value in copy.deepcopy(recipe.hyperparams).items():
+        if key in ("learning_rate", "clip_range", "clip_range_vf"):
+            value = parse_schedule(value)
+        if key == "train_freq" and isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    pk = copy.deepcopy(recipe.policy_kwargs)
+    if "activation_fn" in pk:
+        pk["activation_fn"] = _activations()[pk["activation_fn"]]
+    if "optimizer_class" in pk:
+        pk["optimizer_class"] = _optimizers()[pk["optimizer_class"]]
+    if pk:
+        kwargs["policy_kwargs"] = pk
+    return kwargs
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    return recipe.model_dump(mode="json")
+
+
+__all__ = [
+    "ACTIVATIONS",
+    "ALGOS",
+    "OFF_POLICY",
+    "Recipe",
+    "RecipeError",
+    "SpecError",
+    "algo_kwargs",
+    "algorithms",
+    "load_recipe",
+    "parse_set",
+    "validate_recipe",
+]
