@@ -605,6 +605,40 @@ def _stations(length_m: float, step_m: float) -> np.ndarray:
     return np.linspace(0.0, length_m, n + 1)
 
 
+def _adaptive_stations(route: Route, tol_m: float, max_step_m: float, d_max: float) -> np.ndarray:
+    """Stations (m) along the route so that chords at |d| <= d_max deviate < tol_m from the curve.
+
+    A chord of length c on a curve of curvature k deviates by k c^2 / 8 (the sagitta), so the
+    step is sqrt(8 tol / k_eff) with k_eff the curvature of the tightest offset curve; straights
+    get ``max_step_m``.
+    """
+    kabs = np.abs(route.curvature)
+    k_eff = kabs / np.maximum(1.0 - kabs * d_max, 0.1)
+    allowed = np.full(len(kabs), float(max_step_m))
+    curved = k_eff > 1e-12
+    allowed[curved] = np.minimum(np.sqrt(8.0 * tol_m / k_eff[curved]), max_step_m)
+    allowed = np.maximum(allowed, min(0.25, max_step_m))
+    S = route.s
+    L = route.length_m
+    out = [0.0]
+    s = 0.0
+    i0 = 0
+    while L - s > 1e-9:
+        step = float(max_step_m)
+        while True:  # shrink until the step honours every sample it spans
+            i1 = int(np.searchsorted(S, s + step, side="right"))
+            new = float(allowed[i0 : i1 + 1].min())
+            if new >= step - 1e-9:
+                break
+            step = new
+        s = min(s + step, L)
+        if L - s < 0.25 * step:  # avoid a sliver at the end
+            s = L
+        out.append(s)
+        i0 = max(int(np.searchsorted(S, s, side="right")) - 1, 0)
+    return np.asarray(out)
+
+
 def _strip_mesh(route: Route, S: np.ndarray, d_right, d_left, z: float):
     """Flat quad strips between offsets d_right < d_left over station rows S (m, k).
 
@@ -625,8 +659,12 @@ def _strip_mesh(route: Route, S: np.ndarray, d_right, d_left, z: float):
     return v, idx
 
 
-def _barrier_visual(route: Route, s: np.ndarray, side: float, d_in: float, thick: float, height: float):
-    """Mesh (vertices, indices, normals) of one edge body: inner wall, top, outer wall and end caps."""
+def _barrier_visual(
+    route: Route, s: np.ndarray, side: float, d_in: float, thick: float, height: float,
+    caps: tuple[bool, bool] = (True, True),
+):
+    """Mesh (vertices, indices, normals) of a stretch of an edge body over stations ``s`` (m):
+    inner wall, top, outer wall, and end caps where ``caps`` (start, end) say so."""
     d_out = d_in + thick
     p_in = route.poses_at(s, side * d_in)
     p_out = route.poses_at(s, side * d_out)
@@ -660,7 +698,9 @@ def _barrier_visual(route: Route, s: np.ndarray, side: float, d_in: float, thick
         idx.append((np.stack([base, base + 2, base + 1, base + 1, base + 2, base + 3], axis=1) + off).ravel())
         off += 2 * k
     # end caps (two triangles each), facing backwards at s=0 and forwards at s=L
-    for i, sgn in ((0, -1.0), (k - 1, 1.0)):
+    for i, sgn, want in ((0, -1.0, caps[0]), (k - 1, 1.0, caps[1])):
+        if not want:
+            continue
         t = np.array([math.cos(h[i]), math.sin(h[i]), 0.0]) * sgn
         q = np.array([[p_in[i, 0], p_in[i, 1], 0.0], [p_out[i, 0], p_out[i, 1], 0.0],
                       [p_out[i, 0], p_out[i, 1], height], [p_in[i, 0], p_in[i, 1], height]])
@@ -699,27 +739,34 @@ def _barrier_boxes(route: Route, step_m: float, side: float, d_in: float, thick:
     half_len = 0.5 * chord * (1.0 + np.abs(k_mid) * thick) + 0.5 * thick * dtheta + 0.01
     centres = np.stack([p[:, 0], p[:, 1], np.full(len(p), 0.5 * height)], axis=1)
     halves = np.stack([half_len, np.full(len(p), 0.5 * thick), np.full(len(p), 0.5 * height)], axis=1)
-    return centres, p[:, 2], halves
+    return centres, p[:, 2], halves, s_edges
 
 
-def _create_edge_body(client, route, layout, side, rgba, mesh_step_m, box_step_m) -> int:
+def _create_edge_body(client, route, layout, side, rgba, s_vis, box_step_m) -> int:
     import pybullet
 
     d_in = layout.edge_offset_m
     thick = layout.barrier_thickness_m
     height = layout.edge_height_m
-    s_vis = _stations(route.length_m, mesh_step_m)
-    v, idx, nrm = _barrier_visual(route, s_vis, side, d_in, thick, height)
-    vis = client.createVisualShape(
-        pybullet.GEOM_MESH, vertices=v.tolist(), indices=idx.tolist(), normals=nrm.tolist(), rgbaColor=list(rgba)
-    )
-    centres, yaws, halves = _barrier_boxes(route, box_step_m, side, d_in, thick, height)
+    centres, yaws, halves, s_edges = _barrier_boxes(route, box_step_m, side, d_in, thick, height)
     quats = np.zeros((len(yaws), 4))
     quats[:, 2] = np.sin(0.5 * yaws)
     quats[:, 3] = np.cos(0.5 * yaws)
-    shapes = []
-    for a in range(0, len(yaws), _MAX_COMPOUND):
-        b = min(a + _MAX_COMPOUND, len(yaws))
+    shapes, visuals = [], []
+    n_boxes = len(yaws)
+    for a in range(0, n_boxes, _MAX_COMPOUND):
+        b = min(a + _MAX_COMPOUND, n_boxes)
+        # every link carries the visual of its own stretch: PyBullet renders the collision shapes
+        # of a link without a visual shape (~1500 extra triangles per barrier in TinyRenderer)
+        lo, hi = s_edges[a], s_edges[b]
+        s_chunk = np.concatenate(([lo], s_vis[(s_vis > lo + 1e-6) & (s_vis < hi - 1e-6)], [hi]))
+        v, idx, nrm = _barrier_visual(route, s_chunk, side, d_in, thick, height, caps=(a == 0, b == n_boxes))
+        visuals.append(
+            client.createVisualShape(
+                pybullet.GEOM_MESH, vertices=v.tolist(), indices=idx.tolist(), normals=nrm.tolist(),
+                rgbaColor=list(rgba),
+            )
+        )
         shapes.append(
             client.createCollisionShapeArray(
                 [pybullet.GEOM_BOX] * (b - a),
@@ -733,11 +780,11 @@ def _create_edge_body(client, route, layout, side, rgba, mesh_step_m, box_step_m
     return client.createMultiBody(
         baseMass=0,
         baseCollisionShapeIndex=shapes[0],
-        baseVisualShapeIndex=vis,
+        baseVisualShapeIndex=visuals[0],
         basePosition=[0, 0, 0],
         linkMasses=[0] * n,
         linkCollisionShapeIndices=links,
-        linkVisualShapeIndices=[-1] * n,
+        linkVisualShapeIndices=visuals[1:],
         linkPositions=[[0, 0, 0]] * n,
         linkOrientations=[[0, 0, 0, 1]] * n,
         linkInertialFramePositions=[[0, 0, 0]] * n,
@@ -754,9 +801,11 @@ def build_road(
     layout: RoadLayout,
     colors: dict | None = None,
     *,
-    mesh_step_m: float = 2.0,
+    mesh_tolerance_m: float = 0.05,
+    mesh_max_step_m: float = 30.0,
     box_step_m: float = 2.0,
     ground_margin_m: float = 150.0,
+    ground_cell_m: float = 1000.0,
 ) -> dict[str, int]:
     """Create the road in a PyBullet world; returns body ids by name.
 
@@ -777,7 +826,9 @@ def build_road(
         route: the reference line (road centre).
         layout: the cross-section.
         colors: optional overrides {"ground", "road", "marking", "barrier": rgba}.
-        mesh_step_m: station spacing of the visual meshes along s, m.
+        mesh_tolerance_m: largest deviation (m) of the visual meshes' chords from the true curves;
+            stations are spaced by curvature (long quads on straights, short ones in curves).
+        mesh_max_step_m: longest station spacing of the visual meshes, m.
         box_step_m: length of the collision boxes of the edge bodies, m.
         ground_margin_m: ground extent beyond the route's bounding box, m.
 
@@ -793,20 +844,9 @@ def build_road(
         col.update(colors)
     bodies: dict[str, int] = {}
 
-    # ground: infinite collision plane + one coloured quad (2 triangles) as its visual
-    lo = route.xy.min(axis=0) - ground_margin_m
-    hi = route.xy.max(axis=0) + ground_margin_m
-    gv = [[lo[0], lo[1], 0.0], [hi[0], lo[1], 0.0], [hi[0], hi[1], 0.0], [lo[0], hi[1], 0.0]]
-    g_vis = client.createVisualShape(
-        pybullet.GEOM_MESH, vertices=gv, indices=[0, 1, 2, 0, 2, 3], normals=[[0, 0, 1]] * 4,
-        rgbaColor=list(col["ground"]),
-    )
-    g_col = client.createCollisionShape(pybullet.GEOM_PLANE)
-    bodies["ground"] = client.createMultiBody(0, g_col, g_vis, [0, 0, 0])
-
     # paved surface
-    s_st = _stations(route.length_m, mesh_step_m)
     e = layout.edge_offset_m
+    s_st = _adaptive_stations(route, mesh_tolerance_m, mesh_max_step_m, e + layout.barrier_thickness_m)
     v, idx = _strip_mesh(route, s_st, -e, e, _ROAD_Z)
     r_vis = client.createVisualShape(
         pybullet.GEOM_MESH, vertices=v.tolist(), indices=idx.tolist(), normals=[[0, 0, 1]] * len(v),
@@ -827,7 +867,8 @@ def build_road(
         ends = np.minimum(starts + dash, route.length_m)
         keep = ends - starts > 0.05
         starts, ends = starts[keep], ends[keep]
-        ns = max(1, int(math.ceil(dash / mesh_step_m)))
+        k_max = float(np.abs(route.curvature).max()) / max(1.0 - float(np.abs(route.curvature).max()) * e, 0.1)
+        ns = max(1, int(math.ceil(dash / math.sqrt(8.0 * mesh_tolerance_m / max(k_max, 1e-12)))))
         frac = np.linspace(0.0, 1.0, ns + 1)
         S = starts[:, None] + (ends - starts)[:, None] * frac[None, :]
         for lane in range(1, layout.n_lanes):
@@ -846,6 +887,25 @@ def build_road(
     bodies["markings"] = client.createMultiBody(0, -1, m_vis, [0, 0, 0])
 
     # edges
-    bodies["barrier_left"] = _create_edge_body(client, route, layout, +1.0, col["barrier"], mesh_step_m, box_step_m)
-    bodies["barrier_right"] = _create_edge_body(client, route, layout, -1.0, col["barrier"], mesh_step_m, box_step_m)
-    return bodies
+    bodies["barrier_left"] = _create_edge_body(client, route, layout, +1.0, col["barrier"], s_st, box_step_m)
+    bodies["barrier_right"] = _create_edge_body(client, route, layout, -1.0, col["barrier"], s_st, box_step_m)
+    # ground, created last: TinyRenderer draws in creation order and rejects hidden pixels by
+    # depth before shading them, so drawing the big ground after the road is cheaper.
+    # Collision: an infinite plane (top at z = 0). Visual: a grid of flat quads over the route's
+    # bounding box + margin (small cells keep TinyRenderer's per-triangle bounding boxes small).
+    lo = route.xy.min(axis=0) - ground_margin_m
+    hi = route.xy.max(axis=0) + ground_margin_m
+    nx = max(1, int(math.ceil((hi[0] - lo[0]) / ground_cell_m)))
+    ny = max(1, int(math.ceil((hi[1] - lo[1]) / ground_cell_m)))
+    gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], nx + 1), np.linspace(lo[1], hi[1], ny + 1), indexing="ij")
+    gv = np.stack([gx.ravel(), gy.ravel(), np.zeros(gx.size)], axis=1)
+    q = (np.arange(nx)[:, None] * (ny + 1) + np.arange(ny)[None, :]).ravel()
+    # cell corners: q (x0,y0), q+ny+1 (x1,y0), q+ny+2 (x1,y1), q+1 (x0,y1); CCW from above
+    gi = np.stack([q, q + ny + 1, q + ny + 2, q, q + ny + 2, q + 1], axis=1).ravel()
+    g_vis = client.createVisualShape(
+        pybullet.GEOM_MESH, vertices=gv.tolist(), indices=gi.tolist(), normals=[[0, 0, 1]] * len(gv),
+        rgbaColor=list(col["ground"]),
+    )
+    g_col = client.createCollisionShape(pybullet.GEOM_PLANE)
+    bodies["ground"] = client.createMultiBody(0, g_col, g_vis, [0, 0, 0])
+    return {k: bodies[k] for k in ("ground", "road", "markings", "barrier_left", "barrier_right")}

@@ -202,8 +202,6 @@ def parse_set(items: list[str]) -> dict[str, Any]:
             value = yaml.safe_load(text) if text.strip() else None
         except yaml.YAMLError as exc:
             raise RecipeError(f"--set {item}: value is not valid YAML: {exc}") from None
-        if isinstance(value, str) and value.replace("_", "").replace(".", "").replace("-", "").isdigit():
-            pass
         value = _yaml_number(text, value)
         flat[key] = value
     out: dict[str, Any] = {}
@@ -218,7 +216,7 @@ def parse_set(items: list[str]) -> dict[str, Any]:
 
 def _yaml_number(text: str, value: Any) -> Any:
     """YAML 1.1 reads ``1e-4`` as a string; accept it as the float everyone means."""
-    if isinstance(value, str):
+    if isinstance(value, str) and _looks_numeric(text):
         try:
             return float(text.strip())
         except ValueError:

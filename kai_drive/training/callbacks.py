@@ -1,0 +1,249 @@
+"""SB3 callbacks: driving metrics and action histograms in TensorBoard, evaluation, atomic checkpoints.
+
+TensorBoard keys written here (besides SB3's own ``rollout/``, ``train/``, ``time/``):
+
+* ``drive/*``  — training episodes (last 100 finished, stochastic policy): ``success_rate``,
+  ``route_completion``, ``collision_rate``, ``off_road_rate``, ``lane_invasion_rate``,
+  ``lane_offset_rms_m``, ``speed_mean_mps``, ``safety_cost`` (episodic sum of ``info["cost"]``).
+* ``eval/*``   — the same metrics on held-out road seeds with deterministic actions, plus
+  ``mean_reward``, ``mean_ep_length``, ``best_success_rate``; images ``eval/chase_strip`` and
+  ``eval/camera_strip`` (a few frames of the first evaluation episode).
+* ``actions/steering``, ``actions/throttle`` — histograms of the actions taken in the rollouts.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+
+from kai_drive.training import runs
+from kai_drive.training.envs import find_vec_normalize
+from kai_drive.training.evaluation import evaluate
+
+#: episode_metrics key -> TensorBoard name (under drive/ and eval/)
+METRICS = {
+    "success": "success_rate",
+    "route_completion": "route_completion",
+    "collision": "collision_rate",
+    "off_road": "off_road_rate",
+    "lane_offset_rms_m": "lane_offset_rms_m",
+    "speed_mean_mps": "speed_mean_mps",
+    "cost": "safety_cost",
+}
+_NOT_TEXT = ("stdout", "log", "json", "csv")
+
+
+class DrivingMetricsCallback(BaseCallback):
+    """Logs ``drive/*`` from the episodes finished during rollouts, and action histograms."""
+
+    def __init__(self, window: int = 100, max_actions: int = 8192) -> None:
+        super().__init__()
+        self.episodes: collections.deque[dict[str, Any]] = collections.deque(maxlen=window)
+        self._actions: list[np.ndarray] = []
+        self._n_actions = 0
+        self._max_actions = max_actions
+        self._new = False
+
+    def _on_step(self) -> bool:
+        infos = self.locals.get("infos", ())
+        dones = self.locals.get("dones", ())
+        for done, info in zip(dones, infos):
+            if done and "episode_metrics" in info:
+                self.episodes.append(info["episode_metrics"])
+                self._new = True
+        actions = self.locals.get("clipped_actions", self.locals.get("actions"))
+        if actions is not None and self._n_actions < self._max_actions:
+            a = np.asarray(actions, dtype=np.float32).reshape(-1, np.shape(actions)[-1])
+            self._actions.append(a)
+            self._n_actions += len(a)
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self._new and self.episodes:
+            for key, name in METRICS.items():
+                self.logger.record(f"drive/{name}", float(np.mean([e.get(key, 0.0) for e in self.episodes])))
+            self.logger.record(
+                "drive/lane_invasion_rate", float(np.mean([e.get("lane_invasions", 0) > 0 for e in self.episodes]))
+            )
+            self._new = False
+        if self._n_actions >= 256 or (self._actions and self.locals.get("clipped_actions") is not None):
+            import torch
+
+            acts = np.concatenate(self._actions)
+            self.logger.record("actions/steering", torch.from_numpy(acts[:, 0].copy()), exclude=_NOT_TEXT)
+            if acts.shape[1] > 1:
+                self.logger.record("actions/throttle", torch.from_numpy(acts[:, 1].copy()), exclude=_NOT_TEXT)
+            self._actions, self._n_actions = [], 0
+
+
+class EvalCallback(BaseCallback):
+    """Every ``eval_freq`` env steps: deterministic episodes on fixed held-out road seeds.
+
+    Logs ``eval/*`` (and image strips), appends to ``evaluations.json`` / ``evaluations.npz``, and keeps
+    ``best_model.zip`` (+ ``best_model_vecnormalize.pkl``): the best **success rate**, ties broken by
+    the mean return. Optionally stops training once ``stop_success_rate`` is reached.
+    """
+
+    def __init__(
+        self,
+        eval_env: Any,
+        run_dir: Path,
+        eval_freq: int,
+        road_seeds: Sequence[int],
+        images: bool = True,
+        stop_success_rate: float | None = None,
+        stop_min_timesteps: int = 0,
+        printer: Callable[[str], None] | None = print,
+    ) -> None:
+        super().__init__()
+        self.eval_env = eval_env
+        self.run_dir = Path(run_dir)
+        self.eval_freq = int(eval_freq)
+        self.road_seeds = list(road_seeds)
+        self.images = images
+        self.stop_success_rate = stop_success_rate
+        self.stop_min_timesteps = stop_min_timesteps
+        self.printer = printer
+        self.history: list[dict[str, Any]] = runs.read_json(self.run_dir / "evaluations.json", default=[])
+        self.best_key = max(
+            ((h["success_rate"], h["mean_return"]) for h in self.history if h.get("saved_best")),
+            default=(-1.0, -np.inf),
+        )
+        self._next = 0
+
+    def _on_training_start(self) -> None:
+        self._next = self.num_timesteps + self.eval_freq
+
+    def _on_step(self) -> bool:
+        if self.eval_freq <= 0 or self.num_timesteps < self._next:
+            return True
+        self._next = self.num_timesteps + self.eval_freq
+        return self.run_eval()
+
+    def run_eval(self) -> bool:
+        from stable_baselines3.common.vec_env import sync_envs_normalization
+
+        if find_vec_normalize(self.training_env) is not None:
+            sync_envs_normalization(self.training_env, self.eval_env)
+        res = evaluate(self.model, self.eval_env, self.road_seeds, frames_every=12 if self.images else 0)
+        frames = res.pop("_frames")
+        per_episode = res.pop("per_episode")
+        for key, name in METRICS.items():
+            mapped = {
+                "success": "success_rate",
+                "route_completion": "route_completion_mean",
+                "collision": "collision_rate",
+                "off_road": "off_road_rate",
+                "lane_offset_rms_m": "lane_offset_rms_m",
+                "speed_mean_mps": "speed_mean_mps",
+                "cost": "safety_cost_mean",
+            }[key]
+            self.logger.record(f"eval/{name}", res[mapped])
+        self.logger.record("eval/lane_invasion_rate", res["lane_invasion_rate"])
+        self.logger.record("eval/mean_reward", res["mean_return"])
+        self.logger.record("eval/mean_ep_length", res["mean_length"])
+        key = (res["success_rate"], res["mean_return"])
+        improved = key > self.best_key
+        if improved:
+            self.best_key = key
+            runs.save_model(self.model, self.run_dir / "best_model.zip")
+            vn = find_vec_normalize(self.training_env)
+            if vn is not None:
+                runs.save_vecnormalize(vn, self.run_dir / "best_model_vecnormalize.pkl")
+        self.logger.record("eval/best_success_rate", self.best_key[0])
+        if self.images and frames["chase"]:
+            from stable_baselines3.common.logger import Image
+
+            self.logger.record("eval/chase_strip", Image(_strip(frames["chase"]), "HWC"), exclude=_NOT_TEXT)
+            if frames["camera"]:
+                cams = [_upscale(f, frames["chase"][0].shape[0]) for f in frames["camera"]]
+                self.logger.record("eval/camera_strip", Image(_strip(cams), "HWC"), exclude=_NOT_TEXT)
+        self.logger.record("time/total_timesteps", self.num_timesteps, exclude="tensorboard")
+        self.logger.dump(self.num_timesteps)
+        entry = {"timesteps": int(self.num_timesteps), "time": time.time(), "saved_best": improved, **res}
+        entry["returns"] = [e.get("return", 0.0) for e in per_episode]
+        entry["lengths"] = [e.get("length", 0) for e in per_episode]
+        entry["successes"] = [e.get("success", 0.0) for e in per_episode]
+        entry["road_seeds"] = [e.get("road_seed", -1) for e in per_episode]
+        self.history.append(entry)
+        runs.write_json(self.run_dir / "evaluations.json", self.history)
+        _write_npz(self.run_dir / "evaluations.npz", self.history)
+        if self.printer is not None:
+            self.printer(
+                f"eval @ {self.num_timesteps:,} steps: success {res['successes']}/{res['episodes']}"
+                f" ({100 * res['success_rate']:.0f} %), route {100 * res['route_completion_mean']:.0f} %,"
+                f" return {res['mean_return']:.1f}, |offset| {res['lane_offset_abs_mean_m']:.2f} m"
+                f"{'  [new best]' if improved else ''}  ({res['wall_time_s']:.1f} s)"
+            )
+        if (
+            self.stop_success_rate is not None
+            and res["success_rate"] >= self.stop_success_rate
+            and self.num_timesteps >= self.stop_min_timesteps
+        ):
+            if self.printer is not None:
+                self.printer(
+                    f"stopping: evaluation success rate {100 * res['success_rate']:.0f} % >= "
+                    f"{100 * self.stop_success_rate:.0f} % (eval.stop_success_rate)"
+                )
+            return False
+        return True
+
+
+def _write_npz(path: Path, history: list[dict[str, Any]]) -> None:
+    """rl-baselines3-zoo's evaluations.npz layout (timesteps, results, ep_lengths, successes)."""
+    n = min(len(h["returns"]) for h in history)
+    tmp = path.with_name(f".tmp-{path.name}")
+    with open(tmp, "wb") as fh:
+        np.savez(
+            fh,
+            timesteps=np.asarray([h["timesteps"] for h in history]),
+            results=np.asarray([h["returns"][:n] for h in history]),
+            ep_lengths=np.asarray([h["lengths"][:n] for h in history]),
+            successes=np.asarray([h["successes"][:n] for h in history]),
+        )
+    tmp.replace(path)
+
+
+def _strip(frames: list[np.ndarray]) -> np.ndarray:
+    """Frames side by side with a 2-pixel white gap (H, W, 3 uint8)."""
+    h = frames[0].shape[0]
+    gap = np.full((h, 2, 3), 255, np.uint8)
+    parts: list[np.ndarray] = []
+    for f in frames:
+        parts += [np.asarray(f, np.uint8)[:, :, :3], gap]
+    return np.concatenate(parts[:-1], axis=1)
+
+
+def _upscale(img: np.ndarray, height: int) -> np.ndarray:
+    k = max(1, height // img.shape[0])
+    return np.repeat(np.repeat(img, k, axis=0), k, axis=1)
+
+
+class CheckpointCallback(BaseCallback):
+    """Every ``save_freq`` env steps: ``checkpoints/model_<steps>_steps.zip`` (+ VecNormalize stats and,
+    for off-policy algorithms, the latest replay buffer), each written atomically."""
+
+    def __init__(self, run_dir: Path, save_freq: int, save_replay_buffer: bool = False) -> None:
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.save_freq = int(save_freq)
+        self.save_replay_buffer = save_replay_buffer
+        self._next = 0
+
+    def _on_training_start(self) -> None:
+        self._next = self.num_timesteps + self.save_freq
+
+    def _on_step(self) -> bool:
+        if self.save_freq > 0 and self.num_timesteps >= self._next:
+            self._next = self.num_timesteps + self.save_freq
+            self.save()
+        return True
+
+    def save(self) -> Path:
+        return runs.save_checkpoint(self.model, self.run_dir, self.save_replay_buffer)

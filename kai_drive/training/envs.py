@@ -1,0 +1,234 @@
+"""Env construction for training, evaluation and play: wrappers, seeds and the VecEnv stack.
+
+Road seeds are split so that evaluation never drives a road the training drove:
+
+* training envs draw their road seeds in ``[0, 2**30)`` from a generator seeded with ``seed + rank``;
+* periodic evaluations (model selection) use ``EVAL_ROAD_SEED_BASE + i``  (``i < eval episodes``);
+* the final evaluation (``final_eval.json``) uses ``TEST_ROAD_SEED_BASE + i`` — held out from training
+  *and* from model selection, and the same for every run so runs are compared on the same roads.
+
+The stack (inner to outer): ``KaiEnv`` -> :class:`RoadSeeds` -> :class:`EpisodeMetrics` -> SB3
+``Monitor`` -> ``DummyVecEnv``/``SubprocVecEnv`` -> ``VecFrameStack`` (frame_stack > 1) ->
+``VecNormalize`` (when the recipe enables it).
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import signal
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal
+
+import gymnasium
+import numpy as np
+
+TRAIN_ROAD_SEED_HIGH = 2**30
+EVAL_ROAD_SEED_BASE = 2**30
+TEST_ROAD_SEED_BASE = 2**30 + 2**29
+
+Split = Literal["train", "eval"]
+
+
+class RoadSeeds(gymnasium.Wrapper):
+    """Chooses the road seed of every reset, so train and eval roads never overlap.
+
+    ``split="train"``: seeds drawn in ``[0, 2**30)`` from a generator reseeded by ``reset(seed=...)``.
+    ``split="eval"``: seeds popped from a queue filled by :meth:`queue_road_seeds`; when the queue is
+    empty, seeds drawn in ``[2**30, 2**31)``. Explicit ``options={"road_seed": n}`` always win.
+    In eval the noise seed equals the road seed, so an evaluation episode is fully reproducible.
+    """
+
+    def __init__(self, env: gymnasium.Env, split: Split = "train") -> None:
+        super().__init__(env)
+        if split not in ("train", "eval"):
+            raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+        self.split = split
+        self._rng = np.random.default_rng()
+        self._queue: collections.deque[int] = collections.deque()
+
+    def queue_road_seeds(self, seeds: Iterable[int]) -> None:
+        """The next resets use these road seeds, in order (eval split)."""
+        self._queue = collections.deque(int(s) for s in seeds)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        options = dict(options or {})
+        if "road_seed" not in options:
+            if self.split == "eval" and self._queue:
+                options["road_seed"] = self._queue.popleft()
+                options.setdefault("noise_seed", options["road_seed"])
+            elif self.split == "eval":
+                options["road_seed"] = int(self._rng.integers(EVAL_ROAD_SEED_BASE, 2**31 - 1))
+            else:
+                options["road_seed"] = int(self._rng.integers(0, TRAIN_ROAD_SEED_HIGH))
+        return self.env.reset(seed=seed, options=options)
+
+
+class EpisodeMetrics(gymnasium.Wrapper):
+    """Adds ``info["episode_metrics"]`` at the last step of an episode (driving and safety metrics).
+
+    Keys: ``return``, ``length``, ``success`` (strict), ``route_completion``, ``collision``,
+    ``off_road``, ``lane_invasions``, ``lane_offset_rms_m``, ``lane_offset_abs_mean_m``,
+    ``lane_offset_abs_max_m``, ``speed_mean_mps``, ``cost`` (sum of the per-step safety cost),
+    ``road_seed``, ``truncated``. Also keeps the last observation for :meth:`last_camera`.
+    """
+
+    def __init__(self, env: gymnasium.Env) -> None:
+        super().__init__(env)
+        self._reset_counters()
+        self._road_seed = -1
+        self._last_obs: Any = None
+
+    def _reset_counters(self) -> None:
+        self._ret = 0.0
+        self._n = 0
+        self._off2 = 0.0
+        self._offabs = 0.0
+        self._offmax = 0.0
+        self._speed = 0.0
+        self._cost = 0.0
+        self._collision = False
+        self._off_road = False
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self._reset_counters()
+        self._road_seed = int(info.get("scenario", {}).get("road_seed", -1))
+        self._last_obs = obs
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._last_obs = obs
+        off = float(info.get("lateral_offset_m", 0.0))
+        self._ret += float(reward)
+        self._n += 1
+        self._off2 += off * off
+        self._offabs += abs(off)
+        self._offmax = max(self._offmax, abs(off))
+        self._speed += float(info.get("speed_mps", 0.0))
+        self._cost += float(info.get("cost", 0.0))
+        self._collision |= bool(info.get("collision", False))
+        self._off_road |= bool(info.get("off_road", False))
+        if terminated or truncated:
+            n = max(self._n, 1)
+            info["episode_metrics"] = {
+                "return": self._ret,
+                "length": self._n,
+                "success": float(bool(info.get("is_success", False))),
+                "route_completion": float(info.get("route_completion", 0.0)),
+                "collision": float(self._collision),
+                "off_road": float(self._off_road),
+                "lane_invasions": int(info.get("lane_invasions", 0)),
+                "lane_offset_rms_m": math.sqrt(self._off2 / n),
+                "lane_offset_abs_mean_m": self._offabs / n,
+                "lane_offset_abs_max_m": self._offmax,
+                "speed_mean_mps": self._speed / n,
+                "cost": self._cost,
+                "road_seed": self._road_seed,
+                "truncated": bool(truncated and not terminated),
+            }
+        return obs, reward, terminated, truncated, info
+
+    def last_camera(self) -> np.ndarray | None:
+        """The agent's camera image of the last observation (H, W, 3 uint8), or None without a camera."""
+        if isinstance(self._last_obs, dict) and "camera" in self._last_obs:
+            return np.asarray(self._last_obs["camera"])[..., :3]
+        return None
+
+    def chase_frame(self, width: int = 160, height: int = 120) -> np.ndarray:
+        return self.env.unwrapped.chase_camera(width, height)
+
+
+def make_env_fn(
+    env_id: str,
+    env_config: dict[str, Any],
+    split: Split,
+    render_mode: str | None = None,
+    in_subprocess: bool = False,
+) -> Callable[[], gymnasium.Env]:
+    """A picklable thunk building one wrapped env (runs inside the worker for SubprocVecEnv)."""
+
+    def _init() -> gymnasium.Env:
+        if in_subprocess:
+            # Ctrl-C goes to the whole process group; only the learner handles it (saves and closes)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        import kai_drive  # noqa: F401  (registers the envs in a fresh worker)
+        from stable_baselines3.common.monitor import Monitor
+
+        env = gymnasium.make(env_id, config=dict(env_config), render_mode=render_mode)
+        env = RoadSeeds(env, split)
+        env = EpisodeMetrics(env)
+        return Monitor(env)
+
+    return _init
+
+
+def image_keys(space: gymnasium.spaces.Space) -> list[str]:
+    if isinstance(space, gymnasium.spaces.Dict):
+        return [k for k, s in space.spaces.items() if s.dtype == np.uint8 and len(s.shape) == 3]
+    return []
+
+
+def make_vec_env(
+    env_id: str,
+    env_config: dict[str, Any],
+    n_envs: int,
+    vec_env: Literal["subproc", "dummy"],
+    split: Split,
+    frame_stack: int = 1,
+    seed: int | None = None,
+    render_mode: str | None = None,
+):
+    """The VecEnv (without VecNormalize, see :func:`wrap_normalize`)."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack
+
+    subproc = vec_env == "subproc" and n_envs > 1
+    fns = [make_env_fn(env_id, env_config, split, render_mode, in_subprocess=subproc) for _ in range(n_envs)]
+    venv = SubprocVecEnv(fns, start_method="forkserver") if subproc else DummyVecEnv(fns)
+    if seed is not None:
+        venv.seed(seed)
+    if frame_stack > 1:
+        venv = VecFrameStack(venv, n_stack=frame_stack)
+    return venv
+
+
+def wrap_normalize(venv, normalisation, gamma: float, load_from: Path | None = None, training: bool = True):
+    """Wrap ``venv`` in ``VecNormalize`` per the recipe's ``normalisation`` (or load saved stats)."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    if not normalisation.enabled:
+        return venv
+    if load_from is not None:
+        vn = VecNormalize.load(str(load_from), venv)
+    else:
+        keys = normalisation.norm_obs_keys
+        if keys is None and isinstance(venv.observation_space, gymnasium.spaces.Dict):
+            images = set(image_keys(venv.observation_space))
+            keys = [k for k in venv.observation_space.spaces if k not in images]
+        vn = VecNormalize(
+            venv,
+            norm_obs=normalisation.norm_obs,
+            norm_reward=normalisation.norm_reward,
+            clip_obs=normalisation.clip_obs,
+            clip_reward=normalisation.clip_reward,
+            gamma=gamma,
+            norm_obs_keys=keys,
+        )
+    vn.training = training
+    if not training:
+        vn.norm_reward = False
+    return vn
+
+
+def find_vec_normalize(venv):
+    """The ``VecNormalize`` layer of a VecEnv stack, or None."""
+    from stable_baselines3.common.vec_env import VecEnvWrapper, VecNormalize
+
+    while isinstance(venv, VecEnvWrapper):
+        if isinstance(venv, VecNormalize):
+            return venv
+        venv = venv.venv
+    return None

@@ -1,0 +1,123 @@
+"""Deterministic evaluation of a policy on given road seeds, and its summary (with a Wilson interval)."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95 % by default); ``(0, 1)`` when ``n == 0``."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def run_episodes(
+    model: Any,
+    venv: Any,
+    road_seeds: Sequence[int],
+    deterministic: bool = True,
+    frames_every: int = 0,
+    max_frames: int = 8,
+    chase_size: tuple[int, int] = (160, 120),
+) -> tuple[list[dict[str, Any]], dict[str, list[np.ndarray]]]:
+    """Drive one episode per road seed; returns ``(per-episode metrics, frames)``.
+
+    ``venv`` is an eval-split VecEnv (see :func:`kai_drive.training.envs.make_vec_env`), possibly wrapped in
+    ``VecNormalize`` (``training=False``). Env ``i`` drives ``road_seeds[i::n_envs]``, so the result does
+    not depend on timing. With ``frames_every > 0`` the first episode of env 0 is filmed every
+    ``frames_every`` steps: ``frames["chase"]`` (chase camera) and ``frames["camera"]`` (agent camera).
+    """
+    n = venv.num_envs
+    quotas = [list(road_seeds[i::n]) for i in range(n)]
+    for i, seeds in enumerate(quotas):
+        venv.env_method("queue_road_seeds", seeds, indices=[i])
+    obs = venv.reset()
+    results: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+    frames: dict[str, list[np.ndarray]] = {"chase": [], "camera": []}
+    filming = frames_every > 0 and len(quotas[0]) > 0
+    step = 0
+    states = None
+    episode_starts = np.ones((n,), dtype=bool)
+    while any(len(results[i]) < len(quotas[i]) for i in range(n)):
+        if filming and step % frames_every == 0 and len(frames["chase"]) < max_frames:
+            _grab(venv, frames, chase_size)
+        action, states = model.predict(obs, state=states, episode_start=episode_starts, deterministic=deterministic)
+        obs, _, dones, infos = venv.step(action)
+        episode_starts = dones
+        step += 1
+        for i, (done, info) in enumerate(zip(dones, infos)):
+            if done and len(results[i]) < len(quotas[i]):
+                m = dict(info.get("episode_metrics", {}))
+                if "episode" in info:
+                    m.setdefault("return", float(info["episode"]["r"]))
+                results[i].append(m)
+                if i == 0 and filming:
+                    filming = False
+    # order as road_seeds
+    ordered: list[dict[str, Any]] = []
+    for k in range(len(road_seeds)):
+        ordered.append(results[k % n][k // n])
+    return ordered, frames
+
+
+def _grab(venv: Any, frames: dict[str, list[np.ndarray]], chase_size: tuple[int, int]) -> None:
+    w, h = chase_size
+    frames["chase"].append(np.asarray(venv.env_method("chase_frame", w, h, indices=[0])[0]))
+    cam = venv.env_method("last_camera", indices=[0])[0]
+    if cam is not None:
+        frames["camera"].append(np.asarray(cam))
+
+
+def summarize(episodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Aggregate per-episode metrics: rates, means, and the success rate's Wilson 95 % interval."""
+    n = len(episodes)
+    if n == 0:
+        return {"episodes": 0}
+
+    def arr(key: str) -> np.ndarray:
+        return np.asarray([float(e.get(key, 0.0)) for e in episodes], dtype=np.float64)
+
+    successes = int(arr("success").sum())
+    lo, hi = wilson_interval(successes, n)
+    return {
+        "episodes": n,
+        "successes": successes,
+        "success_rate": successes / n,
+        "success_rate_ci95": [lo, hi],
+        "mean_return": float(arr("return").mean()),
+        "std_return": float(arr("return").std()),
+        "mean_length": float(arr("length").mean()),
+        "route_completion_mean": float(arr("route_completion").mean()),
+        "collision_rate": float(arr("collision").mean()),
+        "collisions": int(arr("collision").sum()),
+        "off_road_rate": float(arr("off_road").mean()),
+        "off_roads": int(arr("off_road").sum()),
+        "lane_invasion_rate": float((arr("lane_invasions") > 0).mean()),
+        "lane_invasions": int(arr("lane_invasions").sum()),
+        "lane_offset_rms_m": float(np.sqrt((arr("lane_offset_rms_m") ** 2).mean())),
+        "lane_offset_abs_mean_m": float(arr("lane_offset_abs_mean_m").mean()),
+        "lane_offset_abs_max_m": float(arr("lane_offset_abs_max_m").max()),
+        "speed_mean_mps": float(arr("speed_mean_mps").mean()),
+        "safety_cost_mean": float(arr("cost").mean()),
+        "truncation_rate": float(arr("truncated").mean()),
+    }
+
+
+def evaluate(model: Any, venv: Any, road_seeds: Sequence[int], **kwargs: Any) -> dict[str, Any]:
+    """Run and summarise; adds ``wall_time_s`` and the per-episode list."""
+    t0 = time.perf_counter()
+    episodes, frames = run_episodes(model, venv, road_seeds, **kwargs)
+    out = summarize(episodes)
+    out["wall_time_s"] = time.perf_counter() - t0
+    out["per_episode"] = episodes
+    out["_frames"] = frames
+    return out
