@@ -30,16 +30,15 @@ SENSOR_SETS: dict[str, dict[str, Any]] = {
 
 def _floor(env, seconds: float) -> float:
     """Bare PyBullet calls of one control step in ``env``'s current world; returns calls/s."""
-    from kai_drive.sensors import Camera, Lidar, ego_mount
+    from kai_drive.sensors import Camera, Lidar
 
     world = env.unwrapped.world
     client = world.client
-    ego = env.unwrapped.task.ego
     cams = [s for s in env.unwrapped.sensors if isinstance(s, Camera)]
     lidars = [s for s in env.unwrapped.sensors if isinstance(s, Lidar)]
     from kai_drive.sim.world import RAY_MASK_WITHOUT_EGO
 
-    mount = ego_mount(client, ego.body_id, ego.spawn_z)
+    mount = env.unwrapped.task.sensor_mount(world)
     cam_args = [(c.width, c.height, c.view_matrix(mount), c._proj, c._flags) for c in cams]
     rays = [l.rays(mount) for l in lidars]
     state = world.save_state()

@@ -17,7 +17,7 @@ import pybullet
 from gymnasium import spaces
 
 from kai_drive.catalog import env_yaml
-from kai_drive.sensors import Camera, Lidar, Proprioception, ego_mount
+from kai_drive.sensors import Camera, Lidar, Proprioception
 from kai_drive.specs import EnvSpec, load_env_spec
 from kai_drive.sim.world import World
 from kai_drive.tasks import TASKS
@@ -68,7 +68,7 @@ class KaiEnv(gymnasium.Env):
         if s.sensors.lidar.enabled:
             self.sensors.append(Lidar(s.sensors.lidar))
         if s.sensors.state.enabled:
-            self.sensors.append(Proprioception(s.sensors.state, self.world.dt))
+            self.sensors.append(Proprioception(s.sensors.state, self.task.PROPRIO_FIELDS))
         if not self.sensors:
             raise ValueError("config: sensors: every sensor is disabled; enable at least one")
         entries: dict[str, spaces.Space] = {}
@@ -100,7 +100,6 @@ class KaiEnv(gymnasium.Env):
         record = self.task.build(self.world, np.random.default_rng(road_seed))
         self.scenario = {"road_seed": road_seed, "noise_seed": noise_seed, **record}
         self._ego = self.task.ego
-        self._ground_z = self._ego.spawn_z
         for sensor in self.sensors:
             sensor.reset(self.world, self._ego)
         self._elapsed_s = 0.0
@@ -131,7 +130,7 @@ class KaiEnv(gymnasium.Env):
         return obs, reward, terminated, truncated, info
 
     def _observe(self) -> dict[str, np.ndarray]:
-        mount = ego_mount(self.world.client, self._ego.body_id, self._ground_z)
+        mount = self.task.sensor_mount(self.world)
         out: dict[str, np.ndarray] = {}
         for sensor in self.sensors:
             sensor.read(self.world, self._ego, mount, self._noise_rng, out)
@@ -142,10 +141,7 @@ class KaiEnv(gymnasium.Env):
         """An RGB image (H, W, 3) from behind and above the ego car."""
         r = self.spec_data.render
         w, h = width or r.width, height or r.height
-        st = self._ego.state()
-        c, s = math.cos(st.yaw), math.sin(st.yaw)
-        eye = [st.x - r.distance_m * c, st.y - r.distance_m * s, r.height_m]
-        target = [st.x + 4.0 * c, st.y + 4.0 * s, 0.8]
+        eye, target = self.task.chase_view(r.distance_m, r.height_m)
         view = pybullet.computeViewMatrix(eye, target, [0, 0, 1])
         proj = self._chase_proj if (w, h) == (r.width, r.height) else pybullet.computeProjectionMatrixFOV(60.0, w / h, 0.1, 200.0)
         _, _, rgba, _, _ = self.world.client.getCameraImage(
@@ -161,8 +157,10 @@ class KaiEnv(gymnasium.Env):
         return None
 
     def _follow_gui(self) -> None:
-        st = self._ego.state()
-        self.world.client.resetDebugVisualizerCamera(10.0, math.degrees(st.yaw) - 90.0, -20.0, [st.x, st.y, 0.5])
+        r = self.spec_data.render
+        eye, target = self.task.chase_view(r.distance_m, r.height_m)
+        yaw = math.degrees(math.atan2(target[1] - eye[1], target[0] - eye[0])) - 90.0
+        self.world.client.resetDebugVisualizerCamera(r.distance_m, yaw, -20.0, list(target))
 
     def close(self) -> None:
         self.world.close()

@@ -82,7 +82,7 @@ def test_depth_and_segmentation_of_a_wall():
 def test_proprioception_units():
     w, car, _ = _world_with_wall(200.0)
     car.reset(0.0, 0.0, 0.0, speed_mps=10.0)
-    sensor = Proprioception(StateSpec(), dt=w.dt)
+    sensor = Proprioception(StateSpec(), Vehicle.PROPRIO_FIELDS)
     sensor.reset(w, car)
     car.apply_control(0.0, -1.0, w.dt)  # full brake
     w.step()

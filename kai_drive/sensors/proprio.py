@@ -10,40 +10,28 @@ from gymnasium import spaces
 from kai_drive.sensors import corruption
 from kai_drive.sensors.base import Mount
 
-#: the entries of the "state" vector, in order, with units
-STATE_FIELDS: tuple[str, ...] = (
-    "speed_mps",  # signed longitudinal speed
-    "yaw_rate_radps",
-    "steer_rad",  # current front-wheel angle
-    "accel_long_mps2",  # longitudinal acceleration (finite difference over one control step)
-    "accel_lat_mps2",  # lateral acceleration, speed * yaw rate
-    "prev_steer",  # previous action, steering in [-1, 1]
-    "prev_throttle",  # previous action, throttle (>0) / brake (<0) in [-1, 1]
-)
 
 
 class Proprioception:
-    """The "state" vector (float32, SI units, order in :data:`STATE_FIELDS`)."""
+    """The "state" vector: what the robot knows about itself (float32, SI units).
 
-    def __init__(self, spec: Any, dt: float, name: str = "state") -> None:
+    The robot (the task's ``ego``: a car, an arm) says what that is: it has ``PROPRIO_FIELDS`` (names
+    with units, in order) and ``proprioception() -> np.ndarray``. For the car see
+    :data:`kai_drive.sim.vehicle.Vehicle.PROPRIO_FIELDS`.
+    """
+
+    def __init__(self, spec: Any, fields: tuple[str, ...], name: str = "state") -> None:
         self.spec = spec
-        self.dt = dt
+        self.fields = tuple(fields)
         self.name = name
-        self._prev_speed = 0.0
 
     def spaces(self) -> dict[str, spaces.Space]:
-        return {self.name: spaces.Box(-np.inf, np.inf, (len(STATE_FIELDS),), np.float32)}
+        return {self.name: spaces.Box(-np.inf, np.inf, (len(self.fields),), np.float32)}
 
     def reset(self, world: Any, ego: Any) -> None:
-        self._prev_speed = ego.state().speed_mps
+        if tuple(ego.PROPRIO_FIELDS) != self.fields:
+            raise ValueError(f"robot proprioception {ego.PROPRIO_FIELDS} does not match the declared {self.fields}")
 
     def read(self, world: Any, ego: Any, mount: Mount, rng: np.random.Generator, out: dict) -> None:
-        st = ego.state()
-        accel = (st.speed_mps - self._prev_speed) / self.dt
-        self._prev_speed = st.speed_mps
-        steer_cmd, throttle_cmd = ego.last_command
-        vec = np.array(
-            [st.speed_mps, st.yaw_rate_radps, st.steer_rad, accel, st.speed_mps * st.yaw_rate_radps, steer_cmd, throttle_cmd],
-            dtype=np.float32,
-        )
+        vec = np.asarray(ego.proprioception(), dtype=np.float32)
         out[self.name] = corruption.vector_noise(vec, self.spec.noise_std, rng)

@@ -93,6 +93,8 @@ _WHEEL_JOINTS = [_FL_WHEEL, _FR_WHEEL, _RL_WHEEL, _RR_WHEEL]
 class Vehicle:
     """One car in one PyBullet world.
 
+    ``PROPRIO_FIELDS`` names the entries of :meth:`proprioception` (the env's "state" observation).
+
     Args:
         client: a ``pybullet_utils.bullet_client.BulletClient``; every PyBullet call goes through it.
         params: geometry and limits.
@@ -108,6 +110,16 @@ class Vehicle:
             of mass) to the axles.
         spawn_z: height of the chassis origin when resting on flat z = 0 ground.
     """
+
+    PROPRIO_FIELDS: tuple[str, ...] = (
+        "speed_mps",  # signed longitudinal speed
+        "yaw_rate_radps",
+        "steer_rad",  # current (rate-limited) steering angle
+        "accel_long_mps2",  # change of speed over the last control step / dt
+        "accel_lat_mps2",  # speed * yaw rate
+        "prev_steer",  # last steering command, [-1, 1]
+        "prev_throttle",  # last throttle (> 0) / brake (< 0) command, [-1, 1]
+    )
 
     def __init__(
         self,
@@ -126,6 +138,8 @@ class Vehicle:
         self.spawn_z = p.cg_height_m + 0.002
         self.steer_rad = 0.0
         self.last_command: tuple[float, float] = (0.0, 0.0)  # (steer, throttle_brake) as last commanded
+        self._cmd_dt = 0.0
+        self._speed_at_cmd = 0.0
         self.body_id = self._build()
         self._cid = client._client  # physics client id, for the hot path
         # precomputed constants of the hot path
@@ -249,6 +263,9 @@ class Vehicle:
         """
         p = self.params
         self.last_command = (steer, throttle_brake)
+        if dt > 0.0:  # remembered for proprioception's acceleration over this control step
+            self._cmd_dt = dt
+            self._speed_at_cmd = self.state().speed_mps
         # -- steering: rate-limited virtual wheel, then Ackermann angles of the two knuckles
         if steer > 1.0:
             steer = 1.0
@@ -337,6 +354,17 @@ class Vehicle:
             steer_rad=self.steer_rad,
         )
 
+    def proprioception(self) -> np.ndarray:
+        """The car's own sensing, in the order of :attr:`PROPRIO_FIELDS` (float32, SI units).
+        Acceleration is the change of speed since the last :meth:`apply_control`, over its ``dt``."""
+        st = self.state()
+        accel = (st.speed_mps - self._speed_at_cmd) / self._cmd_dt if self._cmd_dt > 0.0 else 0.0
+        steer_cmd, throttle_cmd = self.last_command
+        return np.array(
+            [st.speed_mps, st.yaw_rate_radps, st.steer_rad, accel, st.speed_mps * st.yaw_rate_radps, steer_cmd, throttle_cmd],
+            dtype=np.float32,
+        )
+
     def reset(self, x: float, y: float, yaw: float, speed_mps: float = 0.0) -> None:
         """Teleport the car onto z = 0 ground at (x, y, yaw) moving forward at ``speed_mps``;
         wheels spin to match, steering is centred."""
@@ -352,6 +380,7 @@ class Vehicle:
         self.steer_rad = 0.0
         # coast: hold steering at 0, wheels free but for rolling resistance
         self.apply_control(0.0, 0.0, 0.0)
+        self._cmd_dt = 0.0  # no acceleration known until the first real command
 
     def sync_from_sim(self) -> None:
         """Re-read the virtual steering angle from the knuckle joints, e.g. after ``restoreState``

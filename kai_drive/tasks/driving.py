@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from kai_drive.sensors.base import Mount, ego_mount
 from kai_drive.sim.road import RoadLayout, Route, build_road
 from kai_drive.sim.vehicle import Vehicle, VehicleParams
 from kai_drive.sim.world import World
@@ -41,6 +42,7 @@ class LaneKeepTask:
     """
 
     action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+    PROPRIO_FIELDS = Vehicle.PROPRIO_FIELDS
 
     def __init__(self, spec: Any) -> None:
         self.spec = spec  # the whole EnvSpec: task, road and vehicle sections are used
@@ -94,6 +96,18 @@ class LaneKeepTask:
             "start_heading_rad": dyaw,
             "start_speed_mps": speed,
         }
+
+    # -- what sensors and the renderer need ------------------------------------------------------
+    def sensor_mount(self, world: World) -> Mount:
+        """On-board sensors sit on the ego car (mount heights are above the ground)."""
+        return ego_mount(world.client, self.ego.body_id, self.ego.spawn_z)
+
+    def chase_view(self, distance_m: float, height_m: float) -> tuple[list[float], list[float]]:
+        """Eye and target points of a camera following the car."""
+        st = self.ego.state()
+        c, s = math.cos(st.yaw), math.sin(st.yaw)
+        eye = [st.x - distance_m * c, st.y - distance_m * s, height_m]
+        return eye, [st.x + 4.0 * c, st.y + 4.0 * s, 0.8]
 
     # -- step ------------------------------------------------------------------------------------
     def apply(self, action: np.ndarray, dt: float) -> None:
