@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class SpecError(ValueError):
@@ -79,6 +79,7 @@ class CameraSpec(_Strict):
     fov_deg: float = Field(80.0, gt=10, lt=170, description="vertical field of view")
     position_m: tuple[float, float, float] = Field((2.0, 0.0, 1.4), description="in the car frame (x fwd from the centre, y left, z above the ground)")
     pitch_deg: float = Field(-10.0, ge=-89, le=89, description="negative looks down")
+    yaw_deg: float = Field(0.0, ge=-180, le=180, description="0 looks along the mount's x axis, + turns left")
     near_m: float = Field(0.1, gt=0)
     far_m: float = Field(80.0, gt=1)
     depth: bool = False
@@ -124,7 +125,7 @@ class RewardSpec(_Strict):
     success: float = Field(5.0, description="bonus for completing the route")
 
 
-class TaskSpec(_Strict):
+class LaneKeepTaskSpec(_Strict):
     kind: Literal["lane_keep"] = "lane_keep"
     ego_lane: int = Field(0, ge=0, description="0 = rightmost lane")
     start_s_m: float = Field(8.0, ge=0)
@@ -136,6 +137,19 @@ class TaskSpec(_Strict):
     time_limit_s: float = Field(45.0, gt=0)
     terminate_on_lane_invasion: bool = True
     reward: RewardSpec = RewardSpec()
+
+
+#: task kind -> spec model of its ``task:`` section. A new task registers its model here
+#: (``register_task_spec``) before its env YAMLs are loaded.
+TASK_SPECS: dict[str, type[BaseModel]] = {"lane_keep": LaneKeepTaskSpec}
+
+#: kept for backwards compatibility: the lane-keeping task's spec
+TaskSpec = LaneKeepTaskSpec
+
+
+def register_task_spec(kind: str, model: type[BaseModel]) -> None:
+    """Make ``task: {kind: <kind>, ...}`` validate against ``model``."""
+    TASK_SPECS[kind] = model
 
 
 class RenderSpec(_Strict):
@@ -152,16 +166,29 @@ class EnvSpec(_Strict):
     description: str = ""
     max_episode_steps: int | None = Field(None, ge=1, description="gymnasium TimeLimit; None = the task's own limit")
     world: WorldSpec = WorldSpec()
-    road: RoadSpec = RoadSpec()
-    vehicle: VehicleSpec = VehicleSpec()
+    road: RoadSpec = RoadSpec()  # driving tasks
+    vehicle: VehicleSpec = VehicleSpec()  # driving tasks
     sensors: SensorsSpec = SensorsSpec()
-    task: TaskSpec = TaskSpec()
+    task: Any = Field(default_factory=LaneKeepTaskSpec, description="validated by TASK_SPECS[task.kind]")
     render: RenderSpec = RenderSpec()
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_by_kind(cls, value: Any) -> Any:
+        if isinstance(value, BaseModel):
+            return value
+        if not isinstance(value, Mapping):
+            raise ValueError("must be a mapping with a 'kind' key")
+        kind = value.get("kind", "lane_keep")
+        if kind not in TASK_SPECS:
+            raise ValueError(f"kind: unknown task kind {kind!r}; known: {sorted(TASK_SPECS)}")
+        return TASK_SPECS[kind].model_validate(dict(value))
 
     @model_validator(mode="after")
     def _lane_exists(self) -> "EnvSpec":
-        if self.task.ego_lane >= self.road.n_lanes:
-            raise ValueError(f"task.ego_lane={self.task.ego_lane} but the road has {self.road.n_lanes} lane(s)")
+        lane = getattr(self.task, "ego_lane", None)
+        if lane is not None and lane >= self.road.n_lanes:
+            raise ValueError(f"task.ego_lane={lane} but the road has {self.road.n_lanes} lane(s)")
         return self
 
 

@@ -40,9 +40,10 @@ class Camera:
         self.spec = spec
         self.name = name
         self.width, self.height = spec.width, spec.height
-        pitch = math.radians(spec.pitch_deg)
-        self._fwd_local = np.array([math.cos(pitch), 0.0, math.sin(pitch)])
-        self._up_local = np.array([-math.sin(pitch), 0.0, math.cos(pitch)])
+        pitch, yaw = math.radians(spec.pitch_deg), math.radians(spec.yaw_deg)
+        cy, sy, cp, sp = math.cos(yaw), math.sin(yaw), math.cos(pitch), math.sin(pitch)
+        self._fwd_local = np.array([cp * cy, cp * sy, sp])
+        self._up_local = np.array([-sp * cy, -sp * sy, cp])
         self._offset = np.asarray(spec.position_m, dtype=np.float64)
         self._proj = pybullet.computeProjectionMatrixFOV(
             spec.fov_deg, spec.width / spec.height, spec.near_m, spec.far_m
