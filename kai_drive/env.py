@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
+import copy
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,6 +27,19 @@ from kai_drive.tasks import TASKS
 _SEED_HIGH = 2**31 - 1
 
 
+@dataclass(frozen=True)
+class EnvState:
+    """A snapshot from :meth:`KaiEnv.save_state` (valid until the next reset of the same env)."""
+
+    bullet_state: int
+    task_state: Any
+    elapsed_s: float
+    ready: bool
+    noise_rng_state: dict
+    np_random_state: dict
+    scenario: dict
+
+
 class KaiEnv(gymnasium.Env):
     """A kai-drive environment.
 
@@ -34,8 +49,15 @@ class KaiEnv(gymnasium.Env):
             (``{"road.n_lanes": 3}``); unknown keys or bad values raise ``SpecError`` naming them.
         render_mode: ``"rgb_array"`` (chase-camera image) or ``"human"`` (PyBullet GUI window).
 
-    ``reset(options=...)`` accepts ``road_seed`` (the scenario: road, start pose) and ``noise_seed``
-    (sensor corruption), each drawn from the env's seeded generator when absent.
+    ``reset(options=...)`` accepts ``road_seed`` (the scenario: road and the streams of every other
+    factor) and ``noise_seed`` (sensor corruption), each drawn from the env's seeded generator when
+    absent, and ``scenario``: a subset of the scenario record (see :mod:`kai_drive.sim.scenario`) set
+    exactly, every other factor drawn as usual. ``info["scenario"]`` at reset is the realised record;
+    passing it back as ``options={"scenario": record}`` replays the episode's scene exactly.
+
+    ``save_state()`` / ``restore_state(handle)`` snapshot and restore the whole env mid-episode
+    (PyBullet state + task counters, traffic models, the car's Python-side state, elapsed time and the
+    sensor-noise generator) to branch a rollout; ``remove_state(handle)`` frees a snapshot.
     """
 
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 20}
@@ -78,6 +100,8 @@ class KaiEnv(gymnasium.Env):
         self.action_space = self.task.action_space
         self._chase_proj = pybullet.computeProjectionMatrixFOV(60.0, s.render.width / s.render.height, 0.1, 200.0)
         self._noise_rng = np.random.default_rng(0)
+        self._sensor_specs = [sensor.spec for sensor in self.sensors]
+        self._light: dict[str, Any] = {}
         self._elapsed_s = 0.0
         self._ready = False
         self.scenario: dict[str, Any] = {}
@@ -86,27 +110,96 @@ class KaiEnv(gymnasium.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         options = dict(options or {})
-        unknown = set(options) - {"road_seed", "noise_seed"}
+        unknown = set(options) - {"road_seed", "noise_seed", "scenario"}
         if unknown:
-            raise ValueError(f"reset(options=...): unknown keys {sorted(unknown)}; valid: road_seed, noise_seed")
-        road_seed = options.get("road_seed")
-        noise_seed = options.get("noise_seed")
+            raise ValueError(
+                f"reset(options=...): unknown keys {sorted(unknown)}; valid: road_seed, noise_seed, scenario"
+            )
+        overrides = dict(options.get("scenario") or {})
+        if not isinstance(options.get("scenario") or {}, Mapping):
+            raise ValueError("reset(options={'scenario': ...}) must be a dict of scenario factors")
+        realise = getattr(self.task, "realise", None)
+        if overrides and realise is None:
+            raise ValueError(f"task {self.spec_data.task.kind!r} has no scenario factors; drop options['scenario']")
+        road_seed = options.get("road_seed", overrides.pop("road_seed", None))
+        noise_seed = options.get("noise_seed", overrides.pop("noise_seed", None))
+        overrides.pop("road_seed", None), overrides.pop("noise_seed", None)
         draw = self.np_random.integers(0, _SEED_HIGH, size=2)
         road_seed = int(draw[0]) if road_seed is None else int(road_seed)
         noise_seed = int(draw[1]) if noise_seed is None else int(noise_seed)
         self._noise_rng = np.random.default_rng(noise_seed)
 
         self.world.reset()
-        record = self.task.build(self.world, np.random.default_rng(road_seed))
-        self.scenario = {"road_seed": road_seed, "noise_seed": noise_seed, **record}
+        if realise is not None:
+            record = realise(road_seed, noise_seed, overrides)  # validated before anything is built
+            self.task.build_scenario(self.world, record)
+            self.scenario = record.model_dump(mode="json")
+            self._apply_scene(record)
+        else:
+            record = self.task.build(self.world, np.random.default_rng(road_seed))
+            self.scenario = {"road_seed": road_seed, "noise_seed": noise_seed, **record}
         self._ego = self.task.ego
         for sensor in self.sensors:
             sensor.reset(self.world, self._ego)
         self._elapsed_s = 0.0
         self._ready = True
         info = self.task.reset_info()
-        info["scenario"] = dict(self.scenario)
+        info["scenario"] = copy.deepcopy(self.scenario)
         return self._observe(), info
+
+    def _apply_scene(self, record: Any) -> None:
+        """Light and sensor-noise factors of the record -> the sensors (per episode)."""
+        light = getattr(record, "light", None)
+        self._light = {} if light is None or light == type(light)() else light.camera_kwargs()
+        noise = getattr(record, "sensor_noise", None)
+        for i, sensor in enumerate(self.sensors):
+            base = self._sensor_specs[i]
+            if isinstance(sensor, Camera):
+                sensor.light = self._light
+                upd = {"noise_std": noise.camera_noise_std, "dropout": noise.camera_dropout} if noise else {}
+            elif isinstance(sensor, Lidar):
+                upd = {"noise_std": noise.lidar_noise_std, "dropout": noise.lidar_dropout} if noise else {}
+            elif isinstance(sensor, Proprioception):
+                upd = {"noise_std": noise.state_noise_std} if noise else {}
+            else:
+                upd = {}
+            sensor.spec = base.model_copy(update=upd) if upd else base
+
+    # -- save / restore (branching rollouts) --------------------------------------------------------
+    def save_state(self) -> "EnvState":
+        """Snapshot the whole env mid-episode; :meth:`restore_state` brings it back bit-identically."""
+        if not hasattr(self, "_ego"):
+            raise gymnasium.error.ResetNeeded("call reset() before save_state()")
+        task_state = self.task.save_state() if hasattr(self.task, "save_state") else None
+        return EnvState(
+            bullet_state=self.world.save_state(),
+            task_state=task_state,
+            elapsed_s=self._elapsed_s,
+            ready=self._ready,
+            noise_rng_state=copy.deepcopy(self._noise_rng.bit_generator.state),
+            np_random_state=copy.deepcopy(self.np_random.bit_generator.state),
+            scenario=copy.deepcopy(self.scenario),
+        )
+
+    def restore_state(self, handle: "EnvState") -> None:
+        """Return to the moment ``handle`` was saved (same episode: no reset() in between)."""
+        if not isinstance(handle, EnvState):
+            raise TypeError(f"restore_state needs a handle from save_state(), got {type(handle).__name__}")
+        if handle.scenario != self.scenario:
+            raise ValueError("restore_state: the handle belongs to another episode (reset() was called since)")
+        self.world.restore_state(handle.bullet_state)
+        if handle.task_state is not None:
+            self.task.restore_state(handle.task_state)
+        elif hasattr(self._ego, "sync_from_sim"):
+            self._ego.sync_from_sim()
+        self._elapsed_s = handle.elapsed_s
+        self._ready = handle.ready
+        self._noise_rng.bit_generator.state = copy.deepcopy(handle.noise_rng_state)
+        self.np_random.bit_generator.state = copy.deepcopy(handle.np_random_state)
+
+    def remove_state(self, handle: "EnvState") -> None:
+        """Free the PyBullet memory of a snapshot."""
+        self.world.remove_state(handle.bullet_state)
 
     def step(self, action):
         if not self._ready:
@@ -145,7 +238,7 @@ class KaiEnv(gymnasium.Env):
         view = pybullet.computeViewMatrix(eye, target, [0, 0, 1])
         proj = self._chase_proj if (w, h) == (r.width, r.height) else pybullet.computeProjectionMatrixFOV(60.0, w / h, 0.1, 200.0)
         _, _, rgba, _, _ = self.world.client.getCameraImage(
-            w, h, view, proj, renderer=self.world.render_flag, flags=pybullet.ER_NO_SEGMENTATION_MASK
+            w, h, view, proj, renderer=self.world.render_flag, flags=pybullet.ER_NO_SEGMENTATION_MASK, **self._light
         )
         return np.ascontiguousarray(np.reshape(rgba, (h, w, 4))[:, :, :3])
 

@@ -17,6 +17,8 @@ from typing import Any, Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kai_drive.sim.scenario import ScenarioSpec
+
 
 class SpecError(ValueError):
     """A spec file or an override is invalid; the message names the source and the key."""
@@ -123,6 +125,7 @@ class RewardSpec(_Strict):
     off_road: float = Field(10.0, description="terminal penalty")
     lane_invasion: float = Field(5.0, description="penalty when the body first crosses its lane edge")
     success: float = Field(5.0, description="bonus for completing the route")
+    unsafe_ttc: float = Field(0.0, description="per step while time-to-collision < task.ttc_threshold_s (drive tasks)")
 
 
 class LaneKeepTaskSpec(_Strict):
@@ -139,9 +142,17 @@ class LaneKeepTaskSpec(_Strict):
     reward: RewardSpec = RewardSpec()
 
 
+class DriveTaskSpec(LaneKeepTaskSpec):
+    """Driving in traffic: lane keeping's keys plus lane changes and a time-to-collision threshold."""
+
+    kind: Literal["drive"] = "drive"
+    lane_changes: bool = Field(False, description="lane = nearest lane; crossing lane lines neither ends nor fails the episode")
+    ttc_threshold_s: float = Field(2.0, ge=0, description="reward.unsafe_ttc applies while ttc_s is below this")
+
+
 #: task kind -> spec model of its ``task:`` section. A new task registers its model here
 #: (``register_task_spec``) before its env YAMLs are loaded.
-TASK_SPECS: dict[str, type[BaseModel]] = {"lane_keep": LaneKeepTaskSpec}
+TASK_SPECS: dict[str, type[BaseModel]] = {"lane_keep": LaneKeepTaskSpec, "drive": DriveTaskSpec}
 
 #: kept for backwards compatibility: the lane-keeping task's spec
 TaskSpec = LaneKeepTaskSpec
@@ -171,6 +182,7 @@ class EnvSpec(_Strict):
     sensors: SensorsSpec = SensorsSpec()
     task: Any = Field(default_factory=LaneKeepTaskSpec, description="validated by TASK_SPECS[task.kind]")
     render: RenderSpec = RenderSpec()
+    scenario: ScenarioSpec = Field(default_factory=ScenarioSpec, description="scenario factor distributions (driving tasks)")
 
     @field_validator("task", mode="before")
     @classmethod

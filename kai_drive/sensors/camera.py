@@ -50,6 +50,9 @@ class Camera:
         )
         self._flags = 0 if spec.segmentation else pybullet.ER_NO_SEGMENTATION_MASK
         self._seg_lut = np.zeros(1, dtype=np.uint8)
+        #: extra getCameraImage arguments (TinyRenderer light: lightDirection, lightColor, light*Coeff,
+        #: shadow), set per episode by the env from the scenario's light factor; {} = renderer defaults
+        self.light: dict = {}
 
     def spaces(self) -> dict[str, spaces.Space]:
         h, w = self.height, self.width
@@ -83,6 +86,7 @@ class Camera:
             self._proj,
             renderer=world.render_flag,
             flags=self._flags,
+            **self.light,
         )
         return rgba, depth, seg
 

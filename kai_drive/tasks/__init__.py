@@ -1,8 +1,9 @@
 """Tasks: what the agent is asked to do. A task builds its scene through kai_drive.sim, applies the
 action, and scores the outcome (reward terms, termination, success, safety cost, info). It never renders."""
 
-from kai_drive.tasks.driving import LaneKeepTask
+from kai_drive.tasks.driving import DriveTask, LaneKeepTask
+from kai_drive.tasks.grasping import GraspTask
 
-TASKS = {"lane_keep": LaneKeepTask}
+TASKS = {"lane_keep": LaneKeepTask, "drive": DriveTask, "grasp": GraspTask}
 
-__all__ = ["LaneKeepTask", "TASKS"]
+__all__ = ["DriveTask", "LaneKeepTask", "TASKS"]

@@ -1,16 +1,29 @@
-"""Driving tasks. ``LaneKeepTask``: follow a procedural road in your lane, as far as the route goes."""
+"""Driving tasks.
+
+``LaneKeepTask`` (kind ``lane_keep``): follow a procedural road in your lane, as far as the route goes.
+``DriveTask`` (kind ``drive``): the same task in traffic (follow, highway, crossing envs); with
+``lane_changes: true`` the lane is the nearest one and crossing lane lines is allowed.
+
+Both realise a :class:`kai_drive.sim.scenario.Scenario` record from the env's ``scenario:`` spec and
+the seed (:meth:`LaneKeepTask.realise`), then build it (:meth:`LaneKeepTask.build_scenario`): every
+factor of an episode is data that a caller can set.
+"""
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 from gymnasium import spaces
+from pydantic import ValidationError
 
 from kai_drive.sensors.base import Mount, ego_mount
 from kai_drive.sim.road import RoadLayout, Route, build_road
+from kai_drive.sim.scenario import Scenario, ScenarioSpec, deep_merge, draw_factors
+from kai_drive.sim.traffic import EGO_LENGTH_M, PEDESTRIAN_SIZE_M, Actor, Traffic, create_box_body
 from kai_drive.sim.vehicle import Vehicle, VehicleParams
 from kai_drive.sim.world import World
 
@@ -68,34 +81,182 @@ class LaneKeepTask:
         self._lane_half = 0.5 * r.lane_width_m
         self._free = max(self._lane_half - self._half_w, 0.1)  # room between body and lane edge, m
         self._paved_half = self.layout.half_width_m + r.shoulder_m
+        self._lane_changes = bool(getattr(t, "lane_changes", False))
+        self.traffic = Traffic(None, None, self.layout)
+        self._time_s = 0.0
+        self._frenet = (0.0, 0.0, 0.0)
+        self.scenario: Scenario | None = None
 
     # -- scenario --------------------------------------------------------------------------------
+    def realise(self, road_seed: int, noise_seed: int, overrides: Mapping[str, Any] | None = None) -> Scenario:
+        """The scenario record of ``road_seed``: every factor drawn from its own stream, then ``overrides``
+        (a subset of the record, nested; lists replace whole) set exactly. Raises ``ValueError`` naming
+        the factor when an override is not a valid record entry."""
+        r, t = self.spec.road, self.t
+        rec: dict[str, Any] = {
+            "road_seed": int(road_seed),
+            "noise_seed": int(noise_seed),
+            # the road's own stream is default_rng(road_seed): its first draw is the length (as always)
+            "route_length_m": float(np.random.default_rng(road_seed).uniform(*r.length_m)),
+            "n_lanes": r.n_lanes,
+            "ego_lane": t.ego_lane,
+        }
+        overrides = dict(overrides or {})
+        n_lanes = int(overrides.get("n_lanes", r.n_lanes))
+        ego_lane = int(overrides.get("ego_lane", t.ego_lane))
+        scen_spec = getattr(self.spec, "scenario", None) or ScenarioSpec()
+        rec.update(draw_factors(
+            scen_spec, road_seed, n_lanes=n_lanes, lane_width_m=r.lane_width_m, ego_lane=min(ego_lane, n_lanes - 1),
+            start_s_m=t.start_s_m, sensors=self.spec.sensors,
+            ego_start={"start_offset_m": t.start_offset_m, "start_heading_rad": t.start_heading_rad,
+                       "start_speed_mps": t.start_speed_mps},
+        ))
+        unknown = set(overrides) - set(Scenario.model_fields)
+        if unknown:
+            raise ValueError(
+                f"reset(options={{'scenario': ...}}): unknown factors {sorted(unknown)}; valid: {sorted(Scenario.model_fields)}"
+            )
+        rec = deep_merge(rec, overrides)
+        try:
+            return Scenario.model_validate(rec)
+        except ValidationError as err:
+            lines = [f"scenario.{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in err.errors()]
+            raise ValueError("reset(options={'scenario': ...}): invalid factor(s):\n" + "\n".join(lines)) from None
+
     def build(self, world: World, rng: np.random.Generator) -> dict[str, Any]:
         """Realise a scenario from ``rng`` in an empty ``world``; returns the scenario record."""
+        seed = int(rng.integers(0, 2**31 - 1))
+        rec = self.realise(seed, 0)
+        self.build_scenario(world, rec)
+        return rec.model_dump(mode="json")
+
+    def build_scenario(self, world: World, sc: Scenario) -> None:
+        """Create the scene of record ``sc`` in an empty ``world`` (deterministic: same record, same bytes)."""
         r, t = self.spec.road, self.t
-        length = float(rng.uniform(*r.length_m))
-        self.route = Route.generate(rng, length_m=length, max_curvature=r.max_curvature, min_straight_m=r.min_straight_m)
-        for name, body in build_road(world.client, self.route, self.layout).items():
+        self.scenario = sc
+        if sc.n_lanes != self.layout.n_lanes:
+            self.layout = RoadLayout(n_lanes=sc.n_lanes, lane_width_m=r.lane_width_m, shoulder_m=r.shoulder_m, edge=r.edge)
+            self._paved_half = self.layout.half_width_m + r.shoulder_m
+        self.lane_offset = self.layout.lane_center_offset(sc.ego_lane)
+        rng = np.random.default_rng(sc.road_seed)
+        rng.uniform(*r.length_m)  # the length draw (the record may override it)
+        self.route = Route.generate(rng, length_m=sc.route_length_m, max_curvature=r.max_curvature,
+                                    min_straight_m=r.min_straight_m)
+        colors = sc.colors.model_dump()
+        for name, body in build_road(world.client, self.route, self.layout, colors=colors).items():
             kind = "barrier" if name.startswith("barrier") else ("marking" if name == "markings" else name)
             world.add_body(name, body, kind=kind)
-        d0 = self.lane_offset + float(rng.uniform(-t.start_offset_m, t.start_offset_m))
-        dyaw = float(rng.uniform(-t.start_heading_rad, t.start_heading_rad))
-        speed = float(rng.uniform(*t.start_speed_mps))
+        d0 = self.lane_offset + sc.start_offset_m
         x, y, yaw = self.route.pose_at(t.start_s_m, d0)
-        self.ego = Vehicle(world.client, self.vehicle_params, x=x, y=y, yaw=yaw + dyaw, speed_mps=speed)
+        self.ego = Vehicle(world.client, self.vehicle_params, x=x, y=y, yaw=yaw + sc.start_heading_rad,
+                           speed_mps=sc.start_speed_mps)
         world.add_body("ego", self.ego.body_id, kind="ego")
         world.set_ego(self.ego.body_id)
+        self._build_actors(world, sc)
         self._solid = {b for b, k in world.kinds.items() if k not in _DRIVABLE and b != self.ego.body_id}
         self._ground = {b for b, k in world.kinds.items() if k in _DRIVABLE}
         self.stats = EpisodeStats(s_start=t.start_s_m, s=t.start_s_m)
+        self._time_s = 0.0
+        self._frenet = (t.start_s_m, d0, sc.start_speed_mps)
+
+    def _build_actors(self, world: World, sc: Scenario) -> None:
+        c = world.client
+        self.traffic = tr = Traffic(c, self.route, self.layout)
+        lay = self.layout
+        if sc.lead is not None:
+            q = sc.lead.model_dump()
+            v0 = q["speed_mps"] + q["speed_amplitude_mps"] * math.sin(q["speed_phase_rad"])
+            body = world.add_body("lead", create_box_body(c, (4.5, 1.8, 1.5), q["color"], cabin=True), kind="vehicle")
+            tr.add_car("lead", sc.ego_lane, self.t.start_s_m + EGO_LENGTH_M + q["gap_m"], max(v0, 0.0), q["speed_mps"],
+                       q["color"], body, model="lead", params=q)
+        for i, car in enumerate(sc.traffic):
+            if car.lane >= lay.n_lanes:
+                raise ValueError(f"scenario.traffic[{i}].lane={car.lane} but the road has {lay.n_lanes} lane(s)")
+            body = world.add_body(f"car_{i}", create_box_body(c, (4.5, 1.8, 1.5), car.color, cabin=True), kind="vehicle")
+            tr.add_car(f"car_{i}", car.lane, car.s_m, car.speed_mps, car.desired_speed_mps, car.color, body)
+        for i, ob in enumerate(sc.obstacles):
+            body = world.add_body(f"obstacle_{i}", create_box_body(c, ob.size_m, ob.color), kind="obstacle")
+            L, W, H = ob.size_m
+            tr.add(Actor("obstacle", f"obstacle_{i}", body, L, W, H, ob.s_m, ob.d_m, yaw_offset=ob.yaw_rad))
+        edge = lay.half_width_m + self.spec.road.shoulder_m
+        for i, p in enumerate(sc.pedestrians):
+            body = world.add_body(f"pedestrian_{i}", create_box_body(c, PEDESTRIAN_SIZE_M, (0.9, 0.75, 0.2, 1.0)),
+                                  kind="pedestrian")
+            d_side = p.side * (edge + lay.barrier_thickness_m + 0.6)
+            d_start = d_side if p.start_d_m is None else p.start_d_m
+            L, W, H = PEDESTRIAN_SIZE_M
+            tr.add(Actor("pedestrian", f"pedestrian_{i}", body, L, W, H, p.s_m, d_start, model="walker",
+                         yaw_offset=-p.side * 0.5 * math.pi,
+                         params={"speed_mps": p.speed_mps, "trigger_distance_m": p.trigger_distance_m,
+                                 "start_time_s": p.start_time_s, "goal_d": -d_side}))
+        for i, dz in enumerate(sc.distractors):
+            body = world.add_body(f"distractor_{i}", create_box_body(c, (dz.size_m,) * 3, dz.color), kind="distractor")
+            d = dz.side * (edge + lay.barrier_thickness_m + dz.distance_m + 0.5 * dz.size_m)
+            tr.add(Actor("distractor", f"distractor_{i}", body, dz.size_m, dz.size_m, dz.size_m, dz.s_m, d))
+        # distractors are scenery: not traffic participants
+        self.traffic.actors = [a for a in tr.actors if a.kind != "distractor"]
+
+    # -- privileged scene queries (info, scripted policies) ---------------------------------------
+    def actor_ahead(self, horizon_s: float = 8.0) -> dict[str, Any]:
+        """The nearest relevant actor ahead of the ego: ``{"gap_m", "ttc_s", "headway_s", "kind",
+        "speed_mps"}`` (inf / "" when none). Relevant: its footprint overlaps the ego's path (ego width +
+        0.6 m) now, or will while the ego passes it under constant-velocity projection (pedestrians,
+        cars changing lane). ``gap_m`` is bumper to bumper along the route; ``ttc_s`` is gap / closing
+        speed (inf when not closing); ``headway_s`` is gap / ego speed."""
+        s_e, d_e, v_e = self._frenet
+        half_e = 0.5 * EGO_LENGTH_M
+        corridor = 0.5 * self.vehicle_params.width_m + 0.3
+        best = None
+        for a in self.traffic.actors:
+            gap = a.s - s_e - half_e - 0.5 * a.length_m
+            if gap < -0.5 * a.length_m - half_e or gap > 120.0:
+                continue
+            lat = corridor + 0.5 * a.width_m
+            rel_d = a.d - d_e
+            if abs(rel_d) >= lat:
+                if a.vd == 0.0:
+                    continue
+                # constant-velocity projection of the lateral motion over the ego's pass
+                closing = v_e - a.v
+                t_front = max(gap, 0.0) / closing if closing > 0.1 else math.inf
+                if t_front > horizon_s:
+                    continue
+                t_rear = (max(gap, 0.0) + EGO_LENGTH_M + a.length_m) / max(closing, 0.1)
+                t_in = (abs(rel_d) - lat) / abs(a.vd) if rel_d * a.vd < 0 else math.inf
+                t_out = (abs(rel_d) + lat) / abs(a.vd) if rel_d * a.vd < 0 else -math.inf
+                if not (t_in <= t_rear + 0.5 and t_out >= t_front - 0.5):
+                    continue
+            if best is None or gap < best[0]:
+                best = (gap, a)
+        if best is None:
+            return {"gap_m": math.inf, "ttc_s": math.inf, "headway_s": math.inf, "kind": "", "speed_mps": math.inf}
+        gap, a = best
+        gap = max(gap, 0.0)
+        closing = v_e - a.v
         return {
-            "route_length_m": self.route.length_m,
-            "n_lanes": self.layout.n_lanes,
-            "ego_lane": t.ego_lane,
-            "start_offset_m": d0 - self.lane_offset,
-            "start_heading_rad": dyaw,
-            "start_speed_mps": speed,
+            "gap_m": gap,
+            "ttc_s": gap / closing if closing > 1e-6 else math.inf,
+            "headway_s": gap / v_e if v_e > 1e-6 else math.inf,
+            "kind": a.kind,
+            "speed_mps": a.v,
         }
+
+    # -- save / restore (the Python side; PyBullet's is the world's) -------------------------------
+    def save_state(self) -> dict[str, Any]:
+        e = self.ego
+        return copy.deepcopy({
+            "stats": self.stats, "traffic": self.traffic.state(), "time_s": self._time_s, "frenet": self._frenet,
+            "ego": (e.steer_rad, e.last_command, e._cmd_dt, e._speed_at_cmd),
+        })
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        state = copy.deepcopy(state)
+        self.stats = state["stats"]
+        self.traffic.set_state(state["traffic"])
+        self._time_s = state["time_s"]
+        self._frenet = state["frenet"]
+        e = self.ego
+        e.steer_rad, e.last_command, e._cmd_dt, e._speed_at_cmd = state["ego"]
 
     # -- what sensors and the renderer need ------------------------------------------------------
     def sensor_mount(self, world: World) -> Mount:
@@ -111,6 +272,11 @@ class LaneKeepTask:
 
     # -- step ------------------------------------------------------------------------------------
     def apply(self, action: np.ndarray, dt: float) -> None:
+        """Move the traffic to its pose at the end of this step, then command the ego."""
+        if self.traffic.actors:
+            s_e, d_e, v_e = self._frenet
+            self.traffic.step(dt, s_e, d_e, v_e)
+        self._time_s += dt
         self.ego.apply_control(float(action[0]), float(action[1]), dt)
 
     def evaluate(self, world: World, action: np.ndarray, dt: float, elapsed_s: float) -> tuple[float, bool, bool, dict]:
@@ -118,7 +284,11 @@ class LaneKeepTask:
         t, w, st = self.t, self.t.reward, self.stats
         ego = self.ego.state()
         s, d_road, e_head = self.route.project(ego.x, ego.y, ego.yaw, s_hint=st.s)
-        d = d_road - self.lane_offset
+        self._frenet = (s, d_road, ego.speed_mps)
+        if self._lane_changes:  # the lane is whichever the car is in
+            d = d_road - self.layout.lane_center_offset(self.layout.lane_at(d_road))
+        else:
+            d = d_road - self.lane_offset
         ds = s - st.s
         st.s = s
         st.steps += 1
@@ -150,7 +320,8 @@ class LaneKeepTask:
         st.prev_steer_cmd = float(action[0])
 
         finished = s >= self.route.length_m - t.finish_margin_m
-        clean = not st.collided and st.lane_invasions == 0
+        clean = not st.collided and (self._lane_changes or st.lane_invasions == 0)
+        near = self.actor_ahead()
         success = finished and clean and not off_road
 
         terms = {
@@ -164,10 +335,11 @@ class LaneKeepTask:
             "off_road": -w.off_road if off_road else 0.0,
             "lane_invasion": -w.lane_invasion if new_invasion else 0.0,
             "success": w.success if success else 0.0,
+            "unsafe_ttc": -getattr(w, "unsafe_ttc", 0.0) if near["ttc_s"] < getattr(t, "ttc_threshold_s", 0.0) else 0.0,
         }
         reward = float(sum(terms.values()))
         terminated = bool(
-            finished or collision or off_road or (t.terminate_on_lane_invasion and invading)
+            finished or collision or off_road or (t.terminate_on_lane_invasion and invading and not self._lane_changes)
         )
         truncated = bool(not terminated and elapsed_s >= t.time_limit_s - 1e-9)
         route_len = max(self.route.length_m - t.finish_margin_m - st.s_start, 1e-6)
@@ -187,7 +359,11 @@ class LaneKeepTask:
             "off_road": off_road,
             "lane_invasion": invading,
             "lane_invasions": st.lane_invasions,
-            "cost": float(collision or off_road or invading),
+            "cost": float(collision or off_road or (invading and not self._lane_changes)),
+            "ttc_s": near["ttc_s"],
+            "headway_s": near["headway_s"],
+            "gap_m": near["gap_m"],
+            "nearest_actor": near["kind"],
             "is_success": success,
             "reward_terms": terms,
         }
@@ -200,7 +376,13 @@ class LaneKeepTask:
         self.stats.s = s
         self.stats.s_start = s
         self.stats.extra["prev_speed"] = ego.speed_mps
+        self._frenet = (s, d_road, ego.speed_mps)
+        near = self.actor_ahead()
         return {
+            "ttc_s": near["ttc_s"],
+            "headway_s": near["headway_s"],
+            "gap_m": near["gap_m"],
+            "nearest_actor": near["kind"],
             "lateral_offset_m": d_road - self.lane_offset,
             "heading_error_rad": e_head,
             "speed_mps": ego.speed_mps,
@@ -209,3 +391,9 @@ class LaneKeepTask:
             "route_completion": 0.0,
             "is_success": False,
         }
+
+
+class DriveTask(LaneKeepTask):
+    """Driving in traffic (kind ``drive``): lane keeping's rewards and rules plus the scenario's actors;
+    ``lane_changes: true`` measures the lane offset to the nearest lane and lets the car cross lane lines
+    (success = route done, no collision, never off the road)."""
