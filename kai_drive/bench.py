@@ -19,13 +19,32 @@ from typing import Any
 
 import numpy as np
 
-SENSOR_SETS: dict[str, dict[str, Any]] = {
+#: sensor sets of envs with a lidar (driving)
+DRIVING_SETS: dict[str, dict[str, Any]] = {
     "default (camera+lidar+state)": {},
     "state only": {"sensors": {"camera": {"enabled": False}, "lidar": {"enabled": False}}},
     "lidar+state": {"sensors": {"camera": {"enabled": False}}},
     "camera+state": {"sensors": {"lidar": {"enabled": False}}},
     "camera rgb+depth+seg": {"sensors": {"camera": {"depth": True, "segmentation": True}}},
 }
+#: sensor sets of envs without a lidar (grasping: a fixed RGB-D camera)
+CAMERA_SETS: dict[str, dict[str, Any]] = {
+    "default (as in the YAML)": {},
+    "rgb+state": {"sensors": {"camera": {"depth": False, "segmentation": False}}},
+    "rgb-d+state": {"sensors": {"camera": {"depth": True, "segmentation": False}}},
+    "rgb+depth+seg": {"sensors": {"camera": {"depth": True, "segmentation": True}}},
+    "state only": {"sensors": {"camera": {"enabled": False}}},
+}
+
+
+def sensor_sets(env_name: str) -> dict[str, dict[str, Any]]:
+    """The sensor sets worth timing for ``env_name`` (driving sets when its YAML enables a lidar)."""
+    import kai_drive.tasks  # noqa: F401 - registers every task kind's spec
+    from kai_drive.catalog import env_yaml
+    from kai_drive.specs import load_env_spec
+
+    spec = load_env_spec(env_yaml(env_name))
+    return DRIVING_SETS if spec.sensors.lidar.enabled else CAMERA_SETS
 
 
 def _floor(env, seconds: float) -> float:
@@ -112,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args(argv)
 
-    sets = {k: v for k, v in SENSOR_SETS.items() if args.sets is None or k in args.sets or k.split(" ")[0] in args.sets}
+    sets = {k: v for k, v in sensor_sets(args.env).items() if args.sets is None or k in args.sets or k.split(" ")[0] in args.sets}
     results: dict[str, Any] = {
         "env": args.env,
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}",
