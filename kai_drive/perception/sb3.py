@@ -1,0 +1,110 @@
+"""Two ways to use the encoders with stable-baselines3.
+
+1. :class:`PerceptionExtractor` — a ``BaseFeaturesExtractor`` for Dict observations, inside the policy
+   (frozen or fine-tuned with the policy)::
+
+       PPO("MultiInputPolicy", env, policy_kwargs=dict(
+           features_extractor_class=PerceptionExtractor,
+           features_extractor_kwargs=dict(pretrained="lane-keep", freeze=True)))
+
+2. :class:`EncodedVecEnv` — a ``VecEnvWrapper`` that encodes every env's observation in one batch on
+   one device (``torch.no_grad``, frozen) and hands the agent a ``Box`` of embeddings, so the agent
+   trains a plain MLP (``PPO("MlpPolicy", EncodedVecEnv(venv, pretrained="lane-keep"))``). Each frame is
+   encoded once, when the env emits it (episode-final observations in ``infos`` included).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+
+from kai_drive.perception.encoders import EncoderConfig, MultiModalEncoder, obs_to_tensors
+from kai_drive.perception.weights import load_encoder, resolve_device
+
+
+class PerceptionExtractor(BaseFeaturesExtractor):
+    """SB3 features extractor: camera/lidar/state encoders fused into ``features_dim`` features.
+
+    Args:
+        observation_space: the policy's Dict space (SB3 may have transposed the camera to CxHxW).
+        pretrained: ``"lane-keep"`` (shipped), a path to a ``.pt`` (with its ``.json``) or a pretraining
+            output folder, or None for random init.
+        freeze: True keeps every encoder weight fixed (no gradients); False fine-tunes with the policy.
+        config: encoder architecture (random init only; pretrained weights bring their own).
+        keys: observation keys to encode (default all known ones).
+
+    SB3 normalises uint8 images to [0, 1] before the extractor (``normalize_images=True``, the
+    default); the extractor relies on it. Keep it on.
+    """
+
+    def __init__(self, observation_space: spaces.Dict, pretrained: str | Path | None = None, freeze: bool = False,
+                 config: EncoderConfig | Mapping[str, Any] | None = None, keys: tuple[str, ...] | None = None) -> None:
+        encoder = load_encoder(observation_space, pretrained, config, keys)
+        super().__init__(observation_space, features_dim=encoder.features_dim)
+        self.encoder = encoder
+        self.freeze = bool(freeze)
+        if self.freeze:
+            self.encoder.requires_grad_(False)
+
+    def train(self, mode: bool = True):  # a frozen encoder stays in eval mode
+        super().train(mode)
+        if self.freeze:
+            self.encoder.eval()
+        return self
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.freeze:
+            with torch.no_grad():
+                return self.encoder(observations)
+        return self.encoder(observations)
+
+
+class EncodedVecEnv(VecEnvWrapper):
+    """Encode all envs' Dict observations in one batch; observations become ``Box(features_dim,)``.
+
+    Args:
+        venv: a VecEnv with a Dict observation space (raw uint8 HxWxC camera, as the env emits it).
+        pretrained: as for :class:`PerceptionExtractor` (None: a frozen random-init encoder).
+        device: ``"auto"`` (cuda when available, else cpu), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        encoder: an already-built :class:`MultiModalEncoder` (overrides ``pretrained``).
+
+    The encoder is frozen (``eval()``, ``requires_grad_(False)``, ``torch.no_grad``).
+    """
+
+    def __init__(self, venv: VecEnv, pretrained: str | Path | None = "lane-keep", device: str | torch.device = "auto",
+                 encoder: MultiModalEncoder | None = None, config: EncoderConfig | Mapping[str, Any] | None = None,
+                 keys: tuple[str, ...] | None = None) -> None:
+        if not isinstance(venv.observation_space, spaces.Dict):
+            raise TypeError(f"EncodedVecEnv needs a Dict observation space, got {type(venv.observation_space).__name__}")
+        self.device = resolve_device(device)
+        self.encoder = (encoder or load_encoder(venv.observation_space, pretrained, config, keys)).to(self.device)
+        self.encoder.eval().requires_grad_(False)
+        self.keys = self.encoder.keys
+        obs_space = spaces.Box(-np.inf, np.inf, (self.encoder.features_dim,), np.float32)
+        super().__init__(venv, observation_space=obs_space)
+
+    @torch.no_grad()
+    def encode(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Encode a batch ``{key: (B, ...)}`` -> ``(B, features_dim)`` float32."""
+        feats = self.encoder(obs_to_tensors(obs, self.keys, self.device))
+        return feats.float().cpu().numpy()
+
+    def _encode_one(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+        return self.encode({k: np.asarray(obs[k])[None] for k in self.keys})[0]
+
+    def reset(self) -> np.ndarray:
+        return self.encode(self.venv.reset())
+
+    def step_wait(self):
+        obs, rewards, dones, infos = self.venv.step_wait()
+        for info in infos:
+            term = info.get("terminal_observation")
+            if isinstance(term, dict):
+                info["terminal_observation"] = self._encode_one(term)
+        return self.encode(obs), rewards, dones, infos
