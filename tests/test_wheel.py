@@ -42,7 +42,10 @@ def test_wheel_installs_and_makes_every_env(tmp_path):
     ids = sorted(env_ids())
     code = (
         "import gymnasium, kai_drive, pathlib\n"
-        "assert 'site-packages' in kai_drive.__file__ and pathlib.Path(kai_drive.__file__).parent.joinpath('_catalog', 'envs').is_dir(), kai_drive.__file__\n"
+        "pkg = pathlib.Path(kai_drive.__file__).parent\n"
+        "assert 'site-packages' in str(pkg) and pkg.joinpath('_catalog', 'envs').is_dir(), pkg\n"
+        "from kai_drive.perception import shipped_weights\n"
+        "assert 'lane-keep' in shipped_weights(), shipped_weights()\n"
         f"for env_id in {ids!r}:\n"
         "    env = gymnasium.make('kai_drive:' + env_id)\n"
         "    obs, info = env.reset(seed=0)\n"

@@ -24,6 +24,9 @@ SEG_CLASSES: dict[str, int] = {
     "pedestrian": 7,
     "obstacle": 8,
     "distractor": 9,
+    "table": 10,  # grasping
+    "tray": 11,
+    "object": 12,
 }
 
 
