@@ -1,0 +1,99 @@
+"""Evaluate a policy: safety, robustness and causal analysis, with statistics (docs/evaluation.md).
+
+examples:
+  python -m kai_drive.evaluate --env follow --policy scripted                  # the IDM + pure-pursuit baseline
+  python -m kai_drive.evaluate --env follow --run runs/follow/ppo_1 --suite quick --out eval/follow
+  python -m kai_drive.evaluate --env lane-keep --model my_model.zip --vecnormalize vecnormalize.pkl
+  python -m kai_drive.evaluate --env follow --run runs/follow/ppo_1 --seeds 20 --tensorboard
+
+Writes OUT/result.json (schema kai-drive-eval/1), OUT/report.md with figures and GIFs of the worst episodes.
+Exit status: 0 all thresholds of the suite pass, 1 a threshold fails, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m kai_drive.evaluate", description=__doc__.split("\n\n")[0],
+                                 epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--env", default=None, help="env alias or id (default: the run's env)")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="training run folder runs/<alias>/<algo>_<n>/")
+    src.add_argument("--model", help="an SB3 model .zip")
+    src.add_argument("--policy", choices=["scripted"], help="a built-in baseline")
+    ap.add_argument("--checkpoint", choices=["final", "best"], default="final", help="with --run")
+    ap.add_argument("--algo", default=None, help="with --model: ppo, sac, td3 (default: from the file name)")
+    ap.add_argument("--vecnormalize", default=None, help="with --model: VecNormalize statistics (.pkl)")
+    ap.add_argument("--suite", default="quick", help="suite name in configs/eval/ (quick, full) or a YAML path")
+    ap.add_argument("--seeds", type=int, default=None, help="held-out seeds per section (overrides the suite)")
+    ap.add_argument("--episodes", type=int, default=None, help="safety episodes (overrides the suite)")
+    ap.add_argument("--sections", default="safety,robustness,causal,attribution", help="comma-separated subset")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="env config override (YAML value)")
+    ap.add_argument("--out", default=None, help="output folder (default: eval/<alias>/<policy>)")
+    ap.add_argument("--videos", type=int, default=None, help="GIFs of the N worst episodes (default: the suite's)")
+    ap.add_argument("--tensorboard", action="store_true", help="also log scalars to OUT/tb")
+    ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    args = ap.parse_args(argv)
+
+    import yaml
+
+    from kai_drive.catalog import UnknownEnvError, resolve_env
+    from kai_drive.evaluation import evaluate, load_model, load_run, write_outputs
+    from kai_drive.evaluation.runner import make_env
+
+    try:
+        env_cfg = {}
+        for kv in args.set:
+            k, _, v = kv.partition("=")
+            if not _:
+                raise ValueError(f"--set {kv!r}: write KEY=VALUE, e.g. sensors.camera.noise_std=5")
+            env_cfg[k] = yaml.safe_load(v)
+        if args.run:
+            policy, run_env = load_run(args.run, args.checkpoint)
+            env = args.env or run_env
+        elif args.model:
+            policy = load_model(args.model, args.algo, args.vecnormalize)
+            env = args.env
+        else:
+            policy, env = "scripted", args.env
+        if env is None:
+            raise ValueError("--env is required with --model / --policy")
+        env_id, alias = resolve_env(env)
+    except (FileNotFoundError, ValueError, UnknownEnvError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    name = "scripted" if policy == "scripted" else policy.name.replace(":", "_").replace("/", "_")
+    out = Path(args.out or f"eval/{alias}/{name}")
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    t0 = time.perf_counter()
+    try:
+        res = evaluate(policy, env_id, args.suite, seeds=args.seeds, episodes=args.episodes, env_config=env_cfg,
+                       progress=progress, sections=tuple(args.sections.split(",")), log=lambda m: print(m, flush=True))
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from kai_drive.evaluation.policies import scripted_policy
+
+    pol = scripted_policy(env_id) if policy == "scripted" else policy
+    cmd = "python -m kai_drive.evaluate " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    paths = write_outputs(res, out, make_env=lambda: make_env(env_id, res["env_config"]), policy=pol, command=cmd,
+                          videos=args.videos, tensorboard=args.tensorboard)
+    s = res["safety"]["summary"]
+    key = "driving_score" if "driving_score" in s else "success"
+    val = s[key].get("mean", s[key].get("rate"))
+    print(f"{res['policy']} on {env_id}: {key} {val:.3f}; thresholds {'PASSED' if res['passed'] else 'FAILED'}; "
+          f"{time.perf_counter() - t0:.0f} s -> {paths['report']}")
+    for t in res["thresholds"]:
+        if not t["passed"]:
+            print(f"  FAIL {t['path']} {t['condition']} (actual {t['actual']})")
+    return 0 if res["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""What the evaluator drives: a policy is anything with ``__call__(obs) -> action`` (numpy).
+
+:func:`as_policy` wraps what a user has:
+
+* an SB3 model (``PPO``/``SAC``/``TD3``...) -> :class:`SB3Policy` (deterministic actions; optional
+  ``VecNormalize`` observation statistics; differentiable, so adversarial attacks and attribution work);
+* an :class:`EvalPolicy` -> itself;
+* any callable ``obs -> action`` -> :class:`CallablePolicy` (not differentiable: attacks and attribution
+  maps are skipped with a note).
+
+:func:`load_run` reads a training run folder (``runs/<alias>/<algo>_<n>/``: ``config.yaml``,
+``final_model.zip`` or ``best_model.zip``, ``vecnormalize.pkl``) and returns an :class:`SB3Policy` whose
+``env_config`` is the run's (e.g. the camera disabled), which the evaluator applies to the env.
+:func:`scripted_policy` is the privileged IDM + pure-pursuit (driving) or scripted grasp baseline.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = ["EvalPolicy", "CallablePolicy", "SB3Policy", "as_policy", "load_run", "load_model", "scripted_policy"]
+
+
+class EvalPolicy:
+    """Base class. ``reset(env)`` is called after every ``env.reset`` (scripted policies bind the env;
+    stateful ones clear their memory); ``__call__(obs)`` returns the action for one observation."""
+
+    name: str = "policy"
+    differentiable: bool = False
+    env_config: dict[str, Any] = {}
+    frame_stack: int = 1
+
+    def reset(self, env: Any) -> None:  # noqa: D401
+        pass
+
+    def __call__(self, obs: Any) -> np.ndarray:
+        raise NotImplementedError
+
+
+class CallablePolicy(EvalPolicy):
+    """Any ``obs -> action`` callable (not differentiable)."""
+
+    def __init__(self, fn: Callable[[Any], Any], name: str | None = None) -> None:
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+
+    def reset(self, env: Any) -> None:
+        if hasattr(self.fn, "reset"):
+            try:
+                self.fn.reset(env)
+            except TypeError:
+                self.fn.reset()
+
+    def __call__(self, obs: Any) -> np.ndarray:
+        return np.asarray(self.fn(obs), dtype=np.float32)
+
+
+class _Scripted(EvalPolicy):
+    """The privileged scripted baseline of the env's task (rebinds to the env at every reset)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.name = "scripted-idm-pp" if kind == "driving" else "scripted-grasp"
+        self._impl: Any = None
+
+    def reset(self, env: Any) -> None:
+        if self.kind == "driving":
+            from kai_drive.policies.driving import IDMPurePursuit
+
+            if self._impl is None or self._impl.env is not env.unwrapped:
+                self._impl = IDMPurePursuit(env)
+        else:
+            from kai_drive.policies.grasp import ScriptedGraspPolicy
+
+            if self._impl is None or self._impl.env is not env:
+                self._impl = ScriptedGraspPolicy(env)
+            self._impl.reset()
+
+    def __call__(self, obs: Any) -> np.ndarray:
+        if self._impl is None:
+            raise RuntimeError("scripted policy: reset(env) must be called after env.reset()")
+        fn = self._impl.act if hasattr(self._impl, "act") else self._impl
+        return np.asarray(fn(obs), dtype=np.float32)
+
+
+def scripted_policy(env_id: str) -> EvalPolicy:
+    """The scripted (privileged) baseline for ``env_id``: IDM + pure pursuit, or the scripted grasp."""
+    return _Scripted("grasp" if "grasp" in env_id.lower() else "driving")
+
+
+class SB3Policy(EvalPolicy):
+    """A Stable-Baselines3 model as a deterministic, differentiable policy.
+
+    Args:
+        model: the SB3 algorithm (its ``policy`` is a torch module).
+        vecnormalize: a ``VecNormalize`` (or its pickle's object) whose observation statistics are
+            applied before the network (as in training); None = no normalisation.
+        env_config: env overrides the model was trained with (the evaluator applies them).
+        frame_stack: the run's frame stack (observations are stacked here, like ``VecFrameStack``).
+    """
+
+    differentiable = True
+
+    def __init__(self, model: Any, vecnormalize: Any = None, env_config: dict | None = None,
+                 frame_stack: int = 1, name: str | None = None) -> None:
+        import torch
+
+        self.model = model
+        self.torch = torch
+        self.env_config = dict(env_config or {})
+        self.frame_stack = int(frame_stack)
+        self.name = name or type(model).__name__.lower()
+        self.norm: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.clip_obs = np.inf
+        if vecnormalize is not None and getattr(vecnormalize, "norm_obs", False):
+            rms = vecnormalize.obs_rms
+            eps = float(vecnormalize.epsilon)
+            self.clip_obs = float(vecnormalize.clip_obs)
+            keys = vecnormalize.norm_obs_keys if isinstance(rms, dict) else [None]
+            for k in keys:
+                r = rms[k] if k is not None else rms
+                self.norm[k] = (np.asarray(r.mean, np.float32), np.sqrt(np.asarray(r.var, np.float32) + eps))
+        space = model.observation_space
+        self.action_low = np.asarray(model.action_space.low, np.float32)
+        self.action_high = np.asarray(model.action_space.high, np.float32)
+        self._stack: dict[str, np.ndarray] | None = None
+        self.obs_keys = list(space.spaces) if hasattr(space, "spaces") else None
+        self.differentiable = self.frame_stack == 1
+        self.model.policy.set_training_mode(False)
+
+    # -- numpy path --------------------------------------------------------------------------------
+    def reset(self, env: Any) -> None:
+        self._stack = None
+
+    def _stacked(self, obs: dict) -> dict:
+        if self.frame_stack == 1:
+            return obs
+        if self._stack is None:
+            self._stack = {k: np.concatenate([np.zeros_like(v)] * self.frame_stack, axis=-1) for k, v in obs.items()}
+        out = {}
+        for k, v in obs.items():
+            n = v.shape[-1]
+            s = np.roll(self._stack[k], -n, axis=-1)
+            s[..., -n:] = v
+            out[k] = s
+        self._stack = out
+        return out
+
+    def normalize(self, obs: dict) -> dict:
+        out = dict(obs)
+        for k, (m, s) in self.norm.items():
+            x = obs[k] if k is not None else obs
+            out[k] = np.clip((np.asarray(x, np.float32) - m) / s, -self.clip_obs, self.clip_obs)
+        return out
+
+    def __call__(self, obs: Any) -> np.ndarray:
+        o = self.normalize(self._stacked(obs))
+        act, _ = self.model.predict(o, deterministic=True)
+        return np.asarray(act, dtype=np.float32).reshape(-1)
+
+    # -- torch path (attacks, attribution) -----------------------------------------------------------
+    def torch_action(self, obs: dict) -> Any:
+        """Deterministic action (batch, act_dim) of a batch of RAW observations given as float tensors
+        (images in 0..255), differentiable w.r.t. every input. Not clipped to the action space."""
+        th = self.torch
+        o = {}
+        for k, v in obs.items():
+            if k in self.norm:
+                m, s = self.norm[k]
+                v = th.clamp((v - th.as_tensor(m)) / th.as_tensor(s), -self.clip_obs, self.clip_obs)
+            o[k] = v
+        pol = self.model.policy
+        if hasattr(pol, "get_distribution"):
+            act = pol.get_distribution(o).distribution.mean  # Gaussian mean = deterministic action
+        else:
+            act = pol._predict(o, deterministic=True)
+        if getattr(pol, "squash_output", False):
+            low, high = th.as_tensor(self.action_low), th.as_tensor(self.action_high)
+            act = low + 0.5 * (act + 1.0) * (high - low)
+        return act
+
+    def to_tensors(self, obs: dict) -> dict:
+        th = self.torch
+        return {k: th.as_tensor(np.asarray(v, np.float32))[None] for k, v in obs.items()}
+
+
+def as_policy(obj: Any, name: str | None = None) -> EvalPolicy:
+    """Wrap an SB3 model, an :class:`EvalPolicy` or a callable ``obs -> action``."""
+    if isinstance(obj, EvalPolicy):
+        return obj
+    try:
+        from stable_baselines3.common.base_class import BaseAlgorithm
+
+        if isinstance(obj, BaseAlgorithm):
+            return SB3Policy(obj, name=name)
+    except ImportError:  # pragma: no cover
+        pass
+    if callable(obj):
+        return CallablePolicy(obj, name=name)
+    raise TypeError(f"policy must be an SB3 model, an EvalPolicy or a callable obs -> action, got {type(obj).__name__}")
+
+
+_ALGOS = {"ppo": "PPO", "sac": "SAC", "td3": "TD3", "a2c": "A2C", "ddpg": "DDPG"}
+
+
+def load_model(path: str | Path, algo: str | None = None, vecnormalize: str | Path | None = None,
+               env_config: dict | None = None, frame_stack: int = 1) -> SB3Policy:
+    """An SB3 ``.zip`` (algo from ``algo`` or the file name, e.g. ``ppo``) as an :class:`SB3Policy`."""
+    import stable_baselines3 as sb3
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"--model {path}: no such file (an SB3 .zip saved by model.save)")
+    algo = (algo or next((a for a in _ALGOS if a in str(path).lower()), "ppo")).lower()
+    if algo not in _ALGOS:
+        raise ValueError(f"unknown algo {algo!r}; one of {sorted(_ALGOS)}")
+    model = getattr(sb3, _ALGOS[algo]).load(str(path), device="cpu")
+    vn = None
+    if vecnormalize is not None and Path(vecnormalize).exists():
+        with open(vecnormalize, "rb") as fh:  # SB3's own format (VecNormalize.save is a pickle)
+            vn = pickle.load(fh)
+    return SB3Policy(model, vn, env_config, frame_stack, name=f"{algo}:{path.parent.name}/{path.stem}")
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "final") -> tuple[SB3Policy, str]:
+    """``(policy, env_id)`` of a training run folder; ``checkpoint`` is ``final`` or ``best``."""
+    import yaml
+
+    run = Path(run_dir)
+    cfg_path = run / "config.yaml"
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"--run {run}: no config.yaml (expected a folder runs/<alias>/<algo>_<n>/)")
+    cfg = yaml.safe_load(cfg_path.read_text())
+    if checkpoint not in ("final", "best"):
+        raise ValueError(f"checkpoint must be 'final' or 'best', got {checkpoint!r}")
+    model = run / f"{checkpoint}_model.zip"
+    vn = run / ("vecnormalize.pkl" if checkpoint == "final" else "best_model_vecnormalize.pkl")
+    if not model.exists():
+        raise FileNotFoundError(f"--run {run}: no {model.name} (is training finished? try --checkpoint best)")
+    recipe = cfg.get("recipe", {})
+    env_config = dict(recipe.get("env_config") or {})
+    pol = load_model(model, cfg.get("algo", "ppo"), vn if vn.exists() else None, env_config,
+                     int(recipe.get("frame_stack", 1) or 1))
+    pol.name = f"{cfg.get('algo', 'ppo')}:{run.parent.name}/{run.name}"
+    return pol, str(cfg.get("env_id"))
