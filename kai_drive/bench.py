@@ -119,6 +119,7 @@ def bench_env(env_name: str, config: dict, seconds: float, seed: int = 0) -> dic
     while time.perf_counter() < t_end:
         floor = _floor_call(env)
         sid = world.save_state()
+        world.restore_state(sid)  # both timings start from a just-restored state (cold contact caches)
         t0 = time.perf_counter()
         floor()
         t_floor += time.perf_counter() - t0
