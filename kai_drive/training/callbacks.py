@@ -14,6 +14,7 @@ TensorBoard keys written here (besides SB3's own ``rollout/``, ``train/``, ``tim
 from __future__ import annotations
 
 import collections
+import copy
 import json
 import time
 from pathlib import Path
@@ -65,6 +66,15 @@ class DrivingMetricsCallback(BaseCallback):
         return True
 
     def _on_rollout_end(self) -> None:
+        self._record(min_actions=256)
+
+    def _on_training_end(self) -> None:
+        # off-policy algorithms dump every few episodes; make sure the tail of a run reaches TensorBoard
+        self._record(min_actions=1)
+        self.logger.dump(self.num_timesteps)
+
+    def _record(self, min_actions: int) -> bool:
+        recorded = False
         if self._new and self.episodes:
             for key, name in METRICS.items():
                 self.logger.record(f"drive/{name}", float(np.mean([e.get(key, 0.0) for e in self.episodes])))
@@ -72,7 +82,8 @@ class DrivingMetricsCallback(BaseCallback):
                 "drive/lane_invasion_rate", float(np.mean([e.get("lane_invasions", 0) > 0 for e in self.episodes]))
             )
             self._new = False
-        if self._n_actions >= 256 or (self._actions and self.locals.get("clipped_actions") is not None):
+            recorded = True
+        if self._n_actions >= min_actions and self._actions:
             import torch
 
             acts = np.concatenate(self._actions)
@@ -80,6 +91,8 @@ class DrivingMetricsCallback(BaseCallback):
             if acts.shape[1] > 1:
                 self.logger.record("actions/throttle", torch.from_numpy(acts[:, 1].copy()), exclude=_NOT_TEXT)
             self._actions, self._n_actions = [], 0
+            recorded = True
+        return recorded
 
 
 class EvalCallback(BaseCallback):
@@ -99,6 +112,7 @@ class EvalCallback(BaseCallback):
         images: bool = True,
         stop_success_rate: float | None = None,
         stop_min_timesteps: int = 0,
+        start_timesteps: int = 0,
         printer: Callable[[str], None] | None = print,
     ) -> None:
         super().__init__()
@@ -109,6 +123,7 @@ class EvalCallback(BaseCallback):
         self.images = images
         self.stop_success_rate = stop_success_rate
         self.stop_min_timesteps = stop_min_timesteps
+        self.start_timesteps = start_timesteps
         self.printer = printer
         self.history: list[dict[str, Any]] = runs.read_json(self.run_dir / "evaluations.json", default=[])
         self.best_key = max(
@@ -124,14 +139,16 @@ class EvalCallback(BaseCallback):
         if self.eval_freq <= 0 or self.num_timesteps < self._next:
             return True
         self._next = self.num_timesteps + self.eval_freq
+        if self.num_timesteps < self.start_timesteps:
+            return True
         return self.run_eval()
 
     def run_eval(self) -> bool:
-        from stable_baselines3.common.vec_env import sync_envs_normalization
-
-        if find_vec_normalize(self.training_env) is not None:
-            sync_envs_normalization(self.training_env, self.eval_env)
-        res = evaluate(self.model, self.eval_env, self.road_seeds, frames_every=12 if self.images else 0)
+        train_vn, eval_vn = find_vec_normalize(self.training_env), find_vec_normalize(self.eval_env)
+        if train_vn is not None and eval_vn is not None:
+            eval_vn.obs_rms = copy.deepcopy(train_vn.obs_rms)
+            eval_vn.ret_rms = copy.deepcopy(train_vn.ret_rms)
+        res = evaluate(self.model, self.eval_env, self.road_seeds, frames_every=30 if self.images else 0)
         frames = res.pop("_frames")
         per_episode = res.pop("per_episode")
         for key, name in METRICS.items():

@@ -59,18 +59,29 @@ def _optimizers() -> dict[str, Any]:
     return {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}
 
 
+def _extractors() -> dict[str, Any]:
+    from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor
+
+    from kai_drive.perception.sb3 import PerceptionExtractor
+
+    return {"perception": PerceptionExtractor, "combined": CombinedExtractor, "flatten": FlattenExtractor}
+
+
 ACTIVATIONS = ("tanh", "relu", "elu", "leaky_relu", "gelu", "silu", "selu")
 OPTIMIZERS = ("adam", "adamw", "rmsprop")
+#: ``perception`` = kai_drive.perception's camera/lidar/state encoders (docs/perception.md);
+#: ``combined`` = SB3's default for Dict observations (NatureCNN + flatten); ``flatten`` = flatten all
+EXTRACTORS = ("perception", "combined", "flatten")
 
 
 def algorithms() -> dict[str, Any]:
     """``--algo`` name -> SB3 class."""
-    from stable_baselines3 import A2C, PPO, SAC, TD3
+    from stable_baselines3 import PPO, SAC, TD3
 
-    return {"ppo": PPO, "sac": SAC, "td3": TD3, "a2c": A2C}
+    return {"ppo": PPO, "sac": SAC, "td3": TD3}
 
 
-ALGOS = ("ppo", "sac", "td3", "a2c")
+ALGOS = ("ppo", "sac", "td3")
 OFF_POLICY = ("sac", "td3")
 
 #: constructor arguments the CLI owns; a recipe may not set them in ``hyperparams``
@@ -79,7 +90,6 @@ _RESERVED_HYPERPARAMS = {
     "action_noise", "stats_window_size", "monitor_wrapper",
 }  # fmt: skip
 #: policy_kwargs that take classes and are not (yet) nameable from YAML
-_CLASS_POLICY_KWARGS = {"features_extractor_class", "features_extractor", "optimizer_class", "activation_fn"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,6 +124,7 @@ class EvalSettings(_Strict):
 
     freq: int = Field(20_000, ge=0, description="env steps (all envs together) between evaluations; 0 = never")
     episodes: int = Field(10, ge=1, description="episodes per periodic evaluation")
+    start_timesteps: int = Field(0, ge=0, description="no periodic evaluation before this many env steps")
     n_envs: int = Field(1, ge=1, description="parallel eval envs (subprocess when > 1)")
     final_episodes: int = Field(0, ge=0, description="episodes of the final evaluation (final_eval.json); 0 = none")
     images: bool = Field(True, description="log a strip of camera / chase-camera frames at each evaluation")
@@ -134,6 +145,11 @@ class Recipe(_Strict):
     normalisation: Normalisation = Normalisation()
     frame_stack: int = Field(1, ge=1, le=16)
     env_config: dict[str, Any] = Field(default_factory=dict, description="overrides of envs/<env>.yaml")
+    train_env_config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="extra overrides for the training envs only (curriculum, randomisation, reward shaping); "
+        "evaluation always uses env_config alone",
+    )
     hyperparams: dict[str, Any] = Field(default_factory=dict)
     action_noise: ActionNoise | None = None
     eval: EvalSettings = EvalSettings()
@@ -148,9 +164,12 @@ class Recipe(_Strict):
             raise ValueError(f"activation_fn {value['activation_fn']!r} is not one of {list(ACTIVATIONS)}")
         if "optimizer_class" in value and value["optimizer_class"] not in OPTIMIZERS:
             raise ValueError(f"optimizer_class {value['optimizer_class']!r} is not one of {list(OPTIMIZERS)}")
-        for key in ("features_extractor_class", "features_extractor"):
-            if key in value:
-                raise ValueError(f"{key} cannot be set from a recipe yet (the default extractor is used)")
+        if "features_extractor_class" in value and value["features_extractor_class"] not in EXTRACTORS:
+            raise ValueError(
+                f"features_extractor_class {value['features_extractor_class']!r} is not one of {list(EXTRACTORS)}"
+            )
+        if "features_extractor" in value:
+            raise ValueError("features_extractor (an instance) cannot come from YAML; use features_extractor_class")
         return value
 
 
@@ -207,8 +226,8 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in flat.items():
         head, _, rest = key.partition(".")
-        if head == "env_config" and rest:
-            out = deep_merge(out, {"env_config": {rest: value}})
+        if head in ("env_config", "train_env_config") and rest:
+            out = deep_merge(out, {head: {rest: value}})
         else:
             out = deep_merge(out, dotted_to_nested({key: value}))
     return out
@@ -385,6 +404,8 @@ def algo_kwargs(recipe: Recipe, algo: str) -> dict[str, Any]:
         pk["activation_fn"] = _activations()[pk["activation_fn"]]
     if "optimizer_class" in pk:
         pk["optimizer_class"] = _optimizers()[pk["optimizer_class"]]
+    if "features_extractor_class" in pk:
+        pk["features_extractor_class"] = _extractors()[pk["features_extractor_class"]]
     if pk:
         kwargs["policy_kwargs"] = pk
     return kwargs

@@ -1,0 +1,124 @@
+"""Run folders ``runs/<alias>/<algo>_<n>/`` and atomic saving of everything inside them.
+
+Layout of a run folder::
+
+    config.yaml                  resolved recipe + env spec + seed (what --resume reads)
+    command.txt                  the command line(s) that trained this run (one per resume)
+    tb/                          TensorBoard events (SB3 logger; resumed runs append here)
+    checkpoints/model_<N>_steps.zip, vecnormalize_<N>_steps.pkl, replay_buffer.pkl (off-policy)
+    best_model.zip (+ best_model_vecnormalize.pkl)      best periodic evaluation
+    final_model.zip (+ vecnormalize.pkl)                 end of training (also after Ctrl-C)
+    evaluations.json / evaluations.npz                   periodic evaluation history
+    final_eval.json                                      held-out evaluation after training
+    status.json                                          finished | interrupted, timesteps, wall time
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+CHECKPOINT_RE = re.compile(r"^model_(\d+)_steps\.zip$")
+
+
+def next_run_dir(log_folder: Path, alias: str, algo: str) -> Path:
+    """Create and return ``log_folder/alias/algo_<n>`` with the next free ``n`` (starting at 1)."""
+    parent = Path(log_folder) / alias
+    parent.mkdir(parents=True, exist_ok=True)
+    pattern = re.compile(rf"^{re.escape(algo)}_(\d+)$")
+    taken = [int(m.group(1)) for p in parent.iterdir() if (m := pattern.match(p.name))]
+    n = max(taken, default=0) + 1
+    while True:
+        path = parent / f"{algo}_{n}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:  # another run took it meanwhile
+            n += 1
+
+
+def atomic(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` then ``os.replace(tmp, path)``: readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    return atomic(path, lambda p: p.write_text(text))
+
+
+def write_json(path: Path, data: Any) -> Path:
+    return write_text(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
+
+
+def write_yaml(path: Path, data: Any) -> Path:
+    return write_text(path, yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=110))
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return default
+
+
+def _jsonable(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def save_model(model: Any, path: Path) -> Path:
+    return atomic(path, lambda p: model.save(str(p)))
+
+
+def save_vecnormalize(vec_normalize: Any, path: Path) -> Path:
+    return atomic(path, lambda p: vec_normalize.save(str(p)))
+
+
+def save_checkpoint(model: Any, run_dir: Path, save_replay_buffer: bool = False) -> Path:
+    """``checkpoints/model_<N>_steps.zip`` (+ VecNormalize stats, + replay buffer). Stats first, model
+    last: a checkpoint is complete once its model file exists."""
+    from kai_drive.training.envs import find_vec_normalize
+
+    ckpt = Path(run_dir) / "checkpoints"
+    steps = int(model.num_timesteps)
+    vn = find_vec_normalize(model.get_env()) if model.get_env() is not None else None
+    if vn is not None:
+        save_vecnormalize(vn, ckpt / f"vecnormalize_{steps}_steps.pkl")
+    if save_replay_buffer and getattr(model, "replay_buffer", None) is not None:
+        atomic(ckpt / "replay_buffer.pkl", lambda p: model.save_replay_buffer(str(p)))
+        write_text(ckpt / "replay_buffer.txt", f"{steps}\n")
+    return save_model(model, ckpt / f"model_{steps}_steps.zip")
+
+
+def latest_checkpoint(run_dir: Path) -> tuple[int, Path, Path | None] | None:
+    """``(steps, model.zip, vecnormalize.pkl or None)`` of the newest checkpoint, or None."""
+    ckpt = Path(run_dir) / "checkpoints"
+    if not ckpt.is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in ckpt.iterdir() if (m := CHECKPOINT_RE.match(p.name))]
+    if not found:
+        return None
+    steps, path = max(found)
+    vn = ckpt / f"vecnormalize_{steps}_steps.pkl"
+    return steps, path, vn if vn.is_file() else None
