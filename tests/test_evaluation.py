@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from kai_drive.evaluation import check_thresholds, stats
+from kai_drive import stats
+from kai_drive.evaluation import check_thresholds
 from kai_drive.evaluation.causal import Intervention, but_for, run_interventions
 from kai_drive.evaluation.metrics import DrivingMetricConfig, driving_metrics, grasp_metrics, savgol_derivative
 from kai_drive.evaluation.runner import make_env, rollout, sensor_transform

@@ -12,14 +12,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from kai_drive.stats import iqm  # noqa: F401 - re-exported for the sweep summary
 
-def iqm(values: Sequence[float]) -> float:
-    """Interquartile mean: drop ``floor(n / 4)`` values at each end of the sorted list, average the rest."""
-    x = np.sort(np.asarray(values, dtype=np.float64))
-    if x.size == 0:
-        return float("nan")
-    cut = x.size // 4
-    return float(x[cut: x.size - cut].mean())
+
 
 
 def bootstrap_ci(values: Sequence[float], stat: Callable[[Sequence[float]], float], n_boot: int = 2000,

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from kai_drive.evaluation import stats
+from kai_drive import stats
 
 __all__ = ["integrated_gradients", "intervention_agreement", "ATTR_KEYS"]
 

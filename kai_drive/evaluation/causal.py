@@ -30,14 +30,13 @@ within ``post_s`` after the factual failure time is a but-for cause.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from kai_drive.evaluation import stats
+from kai_drive import stats
 from kai_drive.evaluation.runner import (Trajectory, apply_overrides, episode_outcome, rollout,
                                          scenario_context, reset_options)
 

@@ -10,10 +10,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import yaml
 
-from kai_drive.evaluation import stats
+from kai_drive import stats
 from kai_drive.evaluation.causal import Intervention, action_sensitivity, but_for, run_interventions
 from kai_drive.evaluation.metrics import DrivingMetricConfig, driving_metrics, grasp_metrics
 from kai_drive.evaluation.policies import as_policy, scripted_policy

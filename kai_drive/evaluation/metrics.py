@@ -2,7 +2,7 @@
 
 :func:`driving_metrics` takes the list of step ``info`` dicts of one driving episode and the control
 period ``dt`` (s); :func:`grasp_metrics` does the same for the grasping env. Both return a flat dict of
-floats (NaN where a metric is undefined), which :mod:`kai_drive.evaluation.stats` aggregates.
+floats (NaN where a metric is undefined), which :mod:`kai_drive.stats` aggregates.
 
 Definitions (units SI):
 

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from kai_drive.evaluation import stats
+from kai_drive import stats
 from kai_drive.evaluation.policies import EvalPolicy
 
 __all__ = ["AdversarialPolicy", "drops", "DROP_METRICS"]

@@ -22,18 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from kai_drive.stats import wilson_interval
+
 __all__ = ["ScriptedGraspPolicy", "wilson_interval", "run_episodes"]
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (95 % by default)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def grasp_for(points: np.ndarray, yaw_step_rad: float = math.radians(5)) -> tuple[float, float, float, float]:

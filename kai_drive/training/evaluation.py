@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, Sequence
 
 import numpy as np
 
+from kai_drive.stats import wilson_interval
 
-def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (95 % by default); ``(0, 1)`` when ``n == 0``."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+
 
 
 def run_episodes(
