@@ -18,7 +18,6 @@ import sys
 import time
 from typing import Any
 
-import numpy as np
 
 #: sensor sets of envs with a lidar (driving)
 DRIVING_SETS: dict[str, dict[str, Any]] = {

@@ -16,7 +16,6 @@ import sys
 import time
 import zipfile
 from pathlib import Path
-from typing import Any
 
 EPILOG = """\
 examples:

@@ -10,7 +10,7 @@ import pybullet
 import pytest
 from pybullet_utils.bullet_client import BulletClient
 
-from kai_drive.sim.vehicle import Vehicle, VehicleParams, VehicleState
+from kai_drive.sim.vehicle import Vehicle, VehicleState
 
 DT = 0.05
 SUBSTEPS = 12

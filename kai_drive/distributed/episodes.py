@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Sequence
 
-from kai_drive.distributed import require_ray
 
 
 def map_episodes(

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     for dev in devices:
         res["frames_per_s"][dev if dev == "cpu" else torch.cuda.get_device_name(0)] = bench_encoder(
             enc, space, args.batches, dev, args.seconds)
-    print(f"| device | " + " | ".join(f"batch {b}" for b in args.batches) + " |")
+    print("| device | " + " | ".join(f"batch {b}" for b in args.batches) + " |")
     print("|---|" + "---:|" * len(args.batches))
     for dev, row in res["frames_per_s"].items():
         print(f"| {dev} | " + " | ".join(f"{row[b]:,.0f}" for b in args.batches) + " |")

@@ -25,7 +25,6 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from torch import nn
-from torch.nn import functional as F
 
 from kai_drive.perception.spec import camera_channels_first, canonical_spec
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import copy
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
