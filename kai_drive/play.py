@@ -38,11 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", type=Path, help="a run folder made by kai_drive.train")
     src.add_argument("--model", type=Path, help="a model .zip (config and VecNormalize stats found beside it)")
-    p.add_argument("--which", choices=("best", "final", "latest"), default="best",
-                   help="with --run: best_model, final_model or the newest checkpoint (default: best)")
+    p.add_argument(
+        "--which",
+        choices=("best", "final", "latest"),
+        default="best",
+        help="with --run: best_model, final_model or the newest checkpoint (default: best)",
+    )
     p.add_argument("--env", help="env alias or id (default: the run's)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="env config override with --model and no config.yaml (repeatable, YAML value)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="env config override with --model and no config.yaml (repeatable, YAML value)",
+    )
     p.add_argument("--vecnormalize", type=Path, help="VecNormalize stats (default: found beside the model)")
     p.add_argument("--episodes", type=int, default=3, help="episodes to drive (default: 3)")
     p.add_argument("--road-seed", type=int, help="first road seed (default: the held-out test roads)")
@@ -98,7 +107,11 @@ def _find_run_files(args: argparse.Namespace) -> tuple[Path, Path | None, dict |
                 model = run / "final_model.zip"
             if not model.is_file():
                 raise ValueError(f"--run {run}: {model.name} not found (is the training finished?)")
-            stats = model.with_name(model.stem + "_vecnormalize.pkl") if model.stem == "best_model" else run / "vecnormalize.pkl"
+            stats = (
+                model.with_name(model.stem + "_vecnormalize.pkl")
+                if model.stem == "best_model"
+                else run / "vecnormalize.pkl"
+            )
         return model, args.vecnormalize or (stats if stats and stats.is_file() else None), config, run / "videos"
     model = args.model
     if not model.is_file():
@@ -149,7 +162,7 @@ def play(args: argparse.Namespace) -> int:
     name = args.env or (config or {}).get("env_id")
     if not name:
         raise ValueError("--env is required when the model has no config.yaml beside it")
-    env_id, alias = resolve_env(name)
+    env_id, _ = resolve_env(name)
     recipe = (config or {}).get("recipe", {})
     env_config = dict(recipe.get("env_config", {}))
     if args.set:
@@ -184,15 +197,18 @@ def play(args: argparse.Namespace) -> int:
             raise ValueError(f"--out {out}: use a .mp4 or .gif file name")
         if out.suffix == ".mp4" and importlib.util.find_spec("imageio_ffmpeg") is None:
             out = out.with_suffix(".gif")
-            print("imageio-ffmpeg is not installed, so no mp4: writing a GIF instead "
-                  "(pip install imageio-ffmpeg for mp4)")
+            print(
+                "imageio-ffmpeg is not installed, so no mp4: writing a GIF instead (pip install imageio-ffmpeg for mp4)"
+            )
         out.parent.mkdir(parents=True, exist_ok=True)
         writer = _writer(out, fps if out.suffix == ".mp4" else max(1, fps // 2))
 
     first = TEST_ROAD_SEED_BASE if args.road_seed is None else args.road_seed
     seeds = [first + i for i in range(args.episodes)]
     venv.env_method("queue_road_seeds", seeds)
-    print(f"{model_path} ({algo}) on {env_id}, {'GUI' if gui else f'recording {out}'}, road seeds {seeds[0]}..{seeds[-1]}")
+    print(
+        f"{model_path} ({algo}) on {env_id}, {'GUI' if gui else f'recording {out}'}, road seeds {seeds[0]}..{seeds[-1]}"
+    )
     obs = venv.reset()
     results = []
     frame_i = 0
@@ -212,10 +228,13 @@ def play(args: argparse.Namespace) -> int:
                     time.sleep(max(0.0, 1.0 / control_hz - (time.perf_counter() - t0)))
             m = infos[0].get("episode_metrics", {})
             results.append(m)
-            print(f"episode {k + 1}/{len(seeds)} (road {road}): return {m.get('return', float('nan')):.2f}, "
-                  f"success {'yes' if m.get('success') else 'no'}, route {100 * m.get('route_completion', 0):.0f} %, "
-                  f"steps {m.get('length', 0)}, |offset| max {m.get('lane_offset_abs_max_m', 0):.2f} m"
-                  + (", collision" if m.get("collision") else "") + (", lane invasion" if m.get("lane_invasions") else ""))
+            print(
+                f"episode {k + 1}/{len(seeds)} (road {road}): return {m.get('return', float('nan')):.2f}, "
+                f"success {'yes' if m.get('success') else 'no'}, route {100 * m.get('route_completion', 0):.0f} %, "
+                f"steps {m.get('length', 0)}, |offset| max {m.get('lane_offset_abs_max_m', 0):.2f} m"
+                + (", collision" if m.get("collision") else "")
+                + (", lane invasion" if m.get("lane_invasions") else "")
+            )
     except KeyboardInterrupt:
         print("interrupted")
     finally:

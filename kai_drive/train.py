@@ -142,7 +142,9 @@ def _device(name: str) -> str:
     import torch
 
     if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: torch.cuda.is_available() is False (CPU-only torch or no GPU); use --device cpu")
+        raise UsageError(
+            "--device cuda: torch.cuda.is_available() is False (CPU-only torch or no GPU); use --device cpu"
+        )
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return name
@@ -152,18 +154,25 @@ def prepare(args: argparse.Namespace, argv: list[str]) -> Plan:
     """Resolve the env, the recipe and the env spec; validate everything. Writes nothing."""
     from kai_drive.catalog import env_yaml, resolve_env
     from kai_drive.specs import SpecError, deep_merge, load_env_spec
-    from kai_drive.training.recipe import load_recipe, parse_set, validate_recipe, check_algo_args
+    from kai_drive.training.recipe import check_algo_args, load_recipe, parse_set, validate_recipe
 
     progress = sys.stdout.isatty() if args.progress is None else args.progress
     command = "python -m kai_drive.train " + " ".join(shlex.quote(a) for a in argv)
     if args.resume is not None:
         from kai_drive.training import runs
 
-        for flag, value in (("--env", args.env), ("--algo", args.algo), ("--recipe", args.recipe), ("--seed", args.seed)):
+        for flag, value in (
+            ("--env", args.env),
+            ("--algo", args.algo),
+            ("--recipe", args.recipe),
+            ("--seed", args.seed),
+        ):
             if value is not None:
                 raise UsageError(f"--resume uses the run's own config.yaml; drop {flag}")
         if args.set:
-            raise UsageError("--resume uses the run's own config.yaml; drop --set (start a new run to change the recipe)")
+            raise UsageError(
+                "--resume uses the run's own config.yaml; drop --set (start a new run to change the recipe)"
+            )
         run_dir = args.resume
         cfg_path = run_dir / "config.yaml"
         if not cfg_path.is_file():
@@ -263,7 +272,9 @@ def train_env_config(recipe: Any) -> dict[str, Any]:
     from kai_drive.specs import deep_merge, dotted_to_nested
 
     def nested(cfg: dict[str, Any]) -> dict[str, Any]:
-        return deep_merge({k: v for k, v in cfg.items() if "." not in k}, dotted_to_nested({k: v for k, v in cfg.items() if "." in k}))
+        return deep_merge(
+            {k: v for k, v in cfg.items() if "." not in k}, dotted_to_nested({k: v for k, v in cfg.items() if "." in k})
+        )
 
     if not recipe.train_env_config:
         return dict(recipe.env_config)
@@ -354,11 +365,15 @@ def run(plan: Plan) -> int:
             run_dir = plan.resume
             stamp = datetime.datetime.now().isoformat(timespec="seconds")
             old = (run_dir / "command.txt").read_text() if (run_dir / "command.txt").is_file() else ""
-            runs.write_text(run_dir / "command.txt", old + f"# resumed {stamp} from {plan.checkpoint[1].name}\n{plan.command}\n")
+            runs.write_text(
+                run_dir / "command.txt", old + f"# resumed {stamp} from {plan.checkpoint[1].name}\n{plan.command}\n"
+            )
 
         say(f"run folder: {run_dir}")
-        say(f"  env {plan.env_id} ({plan.alias}), algo {plan.algo}, seed {plan.seed}, device {plan.device}, "
-            f"{r.n_envs} x {r.vec_env} env(s), {r.n_timesteps:,} steps, recipe {plan.recipe_file}")
+        say(
+            f"  env {plan.env_id} ({plan.alias}), algo {plan.algo}, seed {plan.seed}, device {plan.device}, "
+            f"{r.n_envs} x {r.vec_env} env(s), {r.n_timesteps:,} steps, recipe {plan.recipe_file}"
+        )
         say(f"  tensorboard --logdir {run_dir.parent}")
         if plan.checkpoint is not None:
             say(f"  resuming from {plan.checkpoint[1].name} ({model.num_timesteps:,} steps done)")
@@ -388,8 +403,10 @@ def run(plan: Plan) -> int:
         t_train = time.perf_counter()
         steps_before = model.num_timesteps
         if remaining <= 0:
-            say(f"nothing to train: the run is at {model.num_timesteps:,} >= {r.n_timesteps:,} steps "
-                "(pass --timesteps with a larger total)")
+            say(
+                f"nothing to train: the run is at {model.num_timesteps:,} >= {r.n_timesteps:,} steps "
+                "(pass --timesteps with a larger total)"
+            )
         else:
             try:
                 model.learn(
@@ -426,11 +443,15 @@ def run(plan: Plan) -> int:
             signal.signal(signal.SIGINT, previous_int)
             signal.signal(signal.SIGTERM, _raise_interrupt)
         if interrupted:
-            say(f"\ninterrupted at {model.num_timesteps:,} steps: saved {ckpt_path or 'final_model.zip'} and "
-                f"final_model.zip; continue with: python -m kai_drive.train --resume {run_dir}")
+            say(
+                f"\ninterrupted at {model.num_timesteps:,} steps: saved {ckpt_path or 'final_model.zip'} and "
+                f"final_model.zip; continue with: python -m kai_drive.train --resume {run_dir}"
+            )
             return 130
-        say(f"trained {model.num_timesteps - steps_before:,} steps in {train_s:.0f} s "
-            f"({(model.num_timesteps - steps_before) / max(train_s, 1e-9):.0f} steps/s); total {model.num_timesteps:,}")
+        say(
+            f"trained {model.num_timesteps - steps_before:,} steps in {train_s:.0f} s "
+            f"({(model.num_timesteps - steps_before) / max(train_s, 1e-9):.0f} steps/s); total {model.num_timesteps:,}"
+        )
 
         # -- final evaluation on held-out roads ------------------------------------------------------
         if r.eval.final_episodes > 0 and eval_base is not None:
@@ -461,8 +482,9 @@ def _action_noise(cfg: Any, action_space: Any) -> Any:
     return cls(mean=np.zeros(n), sigma=cfg.std * np.ones(n))
 
 
-def final_eval(plan: Plan, run_dir: Path, eval_base: Any, cls: Any, model: Any, gamma: float, t_start: float,
-               train_s: float) -> dict:
+def final_eval(
+    plan: Plan, run_dir: Path, eval_base: Any, cls: Any, model: Any, gamma: float, t_start: float, train_s: float
+) -> dict:
     """Evaluate best_model.zip (else the final model) on the held-out test roads; write final_eval.json."""
     from kai_drive.training import runs
     from kai_drive.training.envs import TEST_ROAD_SEED_BASE, wrap_normalize
@@ -476,7 +498,9 @@ def final_eval(plan: Plan, run_dir: Path, eval_base: Any, cls: Any, model: Any, 
     else:
         which, agent = "final_model.zip", model
         stats = run_dir / "vecnormalize.pkl"
-    env = wrap_normalize(eval_base, r.normalisation, gamma, load_from=stats if stats.is_file() else None, training=False)
+    env = wrap_normalize(
+        eval_base, r.normalisation, gamma, load_from=stats if stats.is_file() else None, training=False
+    )
     seeds = [TEST_ROAD_SEED_BASE + i for i in range(r.eval.final_episodes)]
     res = evaluate(agent, env, seeds)
     res.pop("_frames")
@@ -516,7 +540,9 @@ def final_eval(plan: Plan, run_dir: Path, eval_base: Any, cls: Any, model: Any, 
 def _machine() -> str:
     import platform
 
-    return f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpu(s), {platform.system()}".replace("  ", " ")
+    return f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpu(s), {platform.system()}".replace(
+        "  ", " "
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,17 +55,38 @@ def test_short_run_writes_everything_and_resumes(algo, tmp_path, capsys):
 
     cls = {"ppo": PPO, "sac": SAC, "td3": TD3}[algo]
     logs = tmp_path / "runs"
-    rc = train("--env", "lane-keep", "--algo", algo, "--timesteps", 256, "--seed", 3, "--log-folder", logs,
-               *TINY, *ALGO_SETS[algo])
+    rc = train(
+        "--env",
+        "lane-keep",
+        "--algo",
+        algo,
+        "--timesteps",
+        256,
+        "--seed",
+        3,
+        "--log-folder",
+        logs,
+        *TINY,
+        *ALGO_SETS[algo],
+    )
     assert rc == 0
     run = logs / "lane-keep" / f"{algo}_1"
     out = capsys.readouterr().out
     assert str(run) in out and "final evaluation" in out
 
     # the run folder
-    for name in ("config.yaml", "command.txt", "final_model.zip", "best_model.zip", "vecnormalize.pkl",
-                 "best_model_vecnormalize.pkl", "evaluations.json", "evaluations.npz", "final_eval.json",
-                 "status.json"):
+    for name in (
+        "config.yaml",
+        "command.txt",
+        "final_model.zip",
+        "best_model.zip",
+        "vecnormalize.pkl",
+        "best_model_vecnormalize.pkl",
+        "evaluations.json",
+        "evaluations.npz",
+        "final_eval.json",
+        "status.json",
+    ):
         assert (run / name).is_file(), name
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["env_id"] == "KaiDrive/LaneKeep-v0" and config["algo"] == algo and config["seed"] == 3
@@ -74,8 +95,9 @@ def test_short_run_writes_everything_and_resumes(algo, tmp_path, capsys):
     assert "--algo" in (run / "command.txt").read_text()
     assert not list(run.rglob(".tmp-*")), "temporary files left behind"
     ckpts = sorted((run / "checkpoints").glob("model_*_steps.zip"))
-    assert ckpts and all(p.with_name(p.name.replace("model_", "vecnormalize_").replace(".zip", ".pkl")).is_file()
-                         for p in ckpts)
+    assert ckpts and all(
+        p.with_name(p.name.replace("model_", "vecnormalize_").replace(".zip", ".pkl")).is_file() for p in ckpts
+    )
     if algo != "ppo":
         assert (run / "checkpoints" / "replay_buffer.pkl").is_file()
 
@@ -98,17 +120,36 @@ def test_short_run_writes_everything_and_resumes(algo, tmp_path, capsys):
     assert final["episodes"] == 1 and final["road_seeds"][0] >= 2**30 + 2**29
     lo, hi = final["success_rate_ci95"]
     assert 0.0 <= lo <= final["success_rate"] <= hi <= 1.0
-    for key in ("route_completion_mean", "lateral_offset_abs_mean_m", "lateral_offset_abs_max_m", "collisions",
-                "lane_invasions", "total_wall_time_s", "timesteps", "seed"):
+    for key in (
+        "route_completion_mean",
+        "lateral_offset_abs_mean_m",
+        "lateral_offset_abs_max_m",
+        "collisions",
+        "lane_invasions",
+        "total_wall_time_s",
+        "timesteps",
+        "seed",
+    ):
         assert key in final, key
     history = json.loads((run / "evaluations.json").read_text())
     assert history and all(2**30 <= s < 2**30 + 2**29 for h in history for s in h["road_seeds"])
 
     # TensorBoard: SB3's scalars, ours, action histograms and the eval image strip
     tags = scalars(run / "tb")
-    for tag in ("drive/success_rate", "drive/route_completion", "drive/collision_rate", "drive/off_road_rate",
-                "drive/lane_offset_rms_m", "drive/speed_mean_mps", "drive/safety_cost", "eval/success_rate",
-                "eval/route_completion", "eval/collision_rate", "eval/safety_cost", "eval/mean_reward"):
+    for tag in (
+        "drive/success_rate",
+        "drive/route_completion",
+        "drive/collision_rate",
+        "drive/off_road_rate",
+        "drive/lane_offset_rms_m",
+        "drive/speed_mean_mps",
+        "drive/safety_cost",
+        "eval/success_rate",
+        "eval/route_completion",
+        "eval/collision_rate",
+        "eval/safety_cost",
+        "eval/mean_reward",
+    ):
         assert tag in tags, f"{tag} missing from {sorted(tags)}"
     assert {"actions/steering", "actions/throttle"} <= set(tags["__histograms__"])
     assert "eval/chase_strip" in tags["__images__"]
@@ -142,12 +183,35 @@ def test_camera_policy_with_pretrained_perception_extractor(tmp_path):
     from stable_baselines3 import PPO
 
     logs = tmp_path / "runs"
-    rc = train("--env", "lane-keep", "--timesteps", 64, "--log-folder", logs, "--n-envs", 1, "--vec-env", "dummy",
-               "--eval-freq", 0, "--final-eval", 0, "--no-progress",
-               "--set", "env_config.sensors.camera.enabled=true",
-               "--set", "policy_kwargs.features_extractor_class=perception",
-               "--set", "policy_kwargs.features_extractor_kwargs={pretrained: lane-keep, freeze: true}",
-               "--set", "hyperparams.n_steps=64", "--set", "hyperparams.batch_size=32", "--set", "hyperparams.n_epochs=1")
+    rc = train(
+        "--env",
+        "lane-keep",
+        "--timesteps",
+        64,
+        "--log-folder",
+        logs,
+        "--n-envs",
+        1,
+        "--vec-env",
+        "dummy",
+        "--eval-freq",
+        0,
+        "--final-eval",
+        0,
+        "--no-progress",
+        "--set",
+        "env_config.sensors.camera.enabled=true",
+        "--set",
+        "policy_kwargs.features_extractor_class=perception",
+        "--set",
+        "policy_kwargs.features_extractor_kwargs={pretrained: lane-keep, freeze: true}",
+        "--set",
+        "hyperparams.n_steps=64",
+        "--set",
+        "hyperparams.batch_size=32",
+        "--set",
+        "hyperparams.n_epochs=1",
+    )
     assert rc == 0
     model = PPO.load(logs / "lane-keep" / "ppo_1" / "final_model.zip", device="cpu")
     assert type(model.policy.features_extractor).__name__ == "PerceptionExtractor"
@@ -165,7 +229,10 @@ def test_camera_policy_with_pretrained_perception_extractor(tmp_path):
         (["--env", "lane-keep", "--set", "n_env=2"], "n_env: unknown key"),
         (["--env", "lane-keep", "--set", "policy_kwargs.activation_fn=os.system"], "activation_fn"),
         (["--env", "lane-keep", "--set", "policy_kwargs.net_arc=[8]"], "policy_kwargs.net_arc"),
-        (["--env", "lane-keep", "--set", "policy_kwargs.features_extractor_class=os.system"], "features_extractor_class"),
+        (
+            ["--env", "lane-keep", "--set", "policy_kwargs.features_extractor_class=os.system"],
+            "features_extractor_class",
+        ),
         (["--env", "lane-keep", "--set", "env_config.sensors.camera.widht=32"], "sensors.camera.widht"),
         (["--env", "lane-keep", "--set", "n_envs=0"], "n_envs"),
         (["--env", "lane-keep", "--set", "nokey"], "KEY=VALUE"),
@@ -211,8 +278,15 @@ def test_bad_flags_are_argparse_errors(argv, tmp_path, capsys):
 
 def _cli(*argv: str, **kwargs) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.Popen([sys.executable, "-m", "kai_drive.train", *argv], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "kai_drive.train", *argv],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def test_cli_help_and_unknown_env_exit_codes(tmp_path):
@@ -228,9 +302,29 @@ def test_cli_help_and_unknown_env_exit_codes(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_saves_checkpoint_and_model(tmp_path):
     logs = tmp_path / "runs"
-    proc = _cli("--env", "lane-keep", "--timesteps", "1000000", "--log-folder", str(logs), "--n-envs", "1",
-                "--vec-env", "dummy", "--eval-freq", "0", "--final-eval", "0", "--checkpoint-freq", "0",
-                "--set", "hyperparams.n_steps=64", "--set", "hyperparams.batch_size=32", "--no-progress")
+    proc = _cli(
+        "--env",
+        "lane-keep",
+        "--timesteps",
+        "1000000",
+        "--log-folder",
+        str(logs),
+        "--n-envs",
+        "1",
+        "--vec-env",
+        "dummy",
+        "--eval-freq",
+        "0",
+        "--final-eval",
+        "0",
+        "--checkpoint-freq",
+        "0",
+        "--set",
+        "hyperparams.n_steps=64",
+        "--set",
+        "hyperparams.batch_size=32",
+        "--no-progress",
+    )
     run = logs / "lane-keep" / "ppo_1"
     deadline = time.time() + 90
     while not list((run / "tb").glob("events*")) and time.time() < deadline:
@@ -274,8 +368,15 @@ def test_catalogue_recipes_validate(algo):
 def test_parse_set_types_and_nesting():
     from kai_drive.training.recipe import RecipeError, parse_set
 
-    got = parse_set(["hyperparams.learning_rate=1e-4", "env_config.sensors.camera.enabled=false",
-                     "policy_kwargs.net_arch=[64, 64]", "n_envs=2", "hyperparams.learning_rate=lin_3e-4"])
+    got = parse_set(
+        [
+            "hyperparams.learning_rate=1e-4",
+            "env_config.sensors.camera.enabled=false",
+            "policy_kwargs.net_arch=[64, 64]",
+            "n_envs=2",
+            "hyperparams.learning_rate=lin_3e-4",
+        ]
+    )
     assert got == {
         "hyperparams": {"learning_rate": "lin_3e-4"},
         "env_config": {"sensors.camera.enabled": False},
@@ -293,7 +394,9 @@ def test_schedules_are_parsed_not_evaluated():
     from kai_drive.training.recipe import LinearSchedule, parse_schedule
 
     sched = parse_schedule("lin_3e-4")
-    assert isinstance(sched, LinearSchedule) and sched(1.0) == pytest.approx(3e-4) and sched(0.5) == pytest.approx(1.5e-4)
+    assert (
+        isinstance(sched, LinearSchedule) and sched(1.0) == pytest.approx(3e-4) and sched(0.5) == pytest.approx(1.5e-4)
+    )
     with pytest.raises(ValueError):
         parse_schedule("__import__('os')")
 

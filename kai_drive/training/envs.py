@@ -17,8 +17,9 @@ from __future__ import annotations
 import collections
 import math
 import signal
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Literal
 
 import gymnasium
 import numpy as np
@@ -155,8 +156,9 @@ def make_env_fn(
         if in_subprocess:
             # Ctrl-C goes to the whole process group; only the learner handles it (saves and closes)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-        import kai_drive  # noqa: F401  (registers the envs in a fresh worker)
         from stable_baselines3.common.monitor import Monitor
+
+        import kai_drive  # noqa: F401  (registers the envs in a fresh worker)
 
         env = gymnasium.make(env_id, config=dict(env_config), render_mode=render_mode)
         env = RoadSeeds(env, split)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from kai_drive.stats import wilson_interval
-
-
 
 
 def run_episodes(

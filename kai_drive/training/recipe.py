@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import copy
 import inspect
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -316,7 +317,9 @@ def check_algo_args(recipe: Recipe, algo: str, source: str, prefix: str = "") ->
                 f"{source}: {prefix}policy_kwargs.{key}: not an argument of {cls.__name__}'s {recipe.policy}.{_close(key, valid)}"
             )
     if recipe.action_noise is not None and algo not in OFF_POLICY:
-        raise RecipeError(f"{source}: {prefix}action_noise: only off-policy algorithms ({', '.join(OFF_POLICY)}) use it")
+        raise RecipeError(
+            f"{source}: {prefix}action_noise: only off-policy algorithms ({', '.join(OFF_POLICY)}) use it"
+        )
     for key in ("learning_rate", "clip_range", "clip_range_vf"):
         value = recipe.hyperparams.get(key)
         if isinstance(value, str):
