@@ -5,9 +5,12 @@ examples:
   python -m kai_drive.evaluate --env follow --run runs/follow/ppo_1 --suite quick --out eval/follow
   python -m kai_drive.evaluate --env lane-keep --model my_model.zip --vecnormalize vecnormalize.pkl
   python -m kai_drive.evaluate --env follow --run runs/follow/ppo_1 --seeds 20 --tensorboard
+  python -m kai_drive.evaluate --env follow --policy scripted --ray                 # episodes on a local Ray instance
+  python -m kai_drive.evaluate --env follow --run runs/follow/ppo_1 --ray --address auto   # ... or on a cluster
 
 Writes OUT/result.json (schema kai-drive-eval/1), OUT/report.md with figures and GIFs of the worst episodes.
-Exit status: 0 all thresholds of the suite pass, 1 a threshold fails, 2 bad input.
+--ray spreads the episodes over Ray workers (pip install "kai-drive[ray]") and gives the same numbers as a
+serial run. Exit status: 0 all thresholds of the suite pass, 1 a threshold fails, 2 bad input.
 """
 
 from __future__ import annotations
@@ -37,17 +40,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="env config override (YAML value)")
     ap.add_argument("--out", default=None, help="output folder (default: eval/<alias>/<policy>)")
     ap.add_argument("--videos", type=int, default=None, help="GIFs of the N worst episodes (default: the suite's)")
+    ap.add_argument("--video-size", default=None, metavar="WxH", help="GIF frame size (default: the suite's, 128x96)")
+    ap.add_argument("--video-frames", type=int, default=None, metavar="N",
+                    help="frames per GIF: the last N of the episode (default 40)")
     ap.add_argument("--tensorboard", action="store_true", help="also log scalars to OUT/tb")
     ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    ap.add_argument("--ray", action="store_true", help='run the episodes as Ray tasks (needs pip install "kai-drive[ray]")')
+    ap.add_argument("--address", default=None, help="with --ray: Ray cluster to join (default: $RAY_ADDRESS, else a local instance)")
+    ap.add_argument("--num-cpus", type=int, default=None, help="with --ray: CPUs of the local Ray instance (default: all cores)")
     args = ap.parse_args(argv)
 
     import yaml
 
     from kai_drive.catalog import UnknownEnvError, resolve_env
+    from kai_drive.distributed import RayMissingError
     from kai_drive.evaluation import evaluate, load_model, load_run, write_outputs
+    from kai_drive.evaluation.core import PolicySpec
     from kai_drive.evaluation.runner import make_env
 
     try:
+        if (args.address or args.num_cpus) and not args.ray:
+            raise ValueError("--address / --num-cpus go with --ray")
+        video_size = None
+        if args.video_size:
+            w, _, h = args.video_size.lower().partition("x")
+            if not (w.isdigit() and h.isdigit()):
+                raise ValueError(f"--video-size {args.video_size!r}: write WxH, e.g. 96x72")
+            video_size = (int(w), int(h))
         env_cfg = {}
         for kv in args.set:
             k, _, v = kv.partition("=")
@@ -56,9 +75,11 @@ def main(argv: list[str] | None = None) -> int:
             env_cfg[k] = yaml.safe_load(v)
         if args.run:
             policy, run_env = load_run(args.run, args.checkpoint)
+            policy.spec = PolicySpec("run", path=args.run, checkpoint=args.checkpoint)  # what --ray workers load
             env = args.env or run_env
         elif args.model:
             policy = load_model(args.model, args.algo, args.vecnormalize)
+            policy.spec = PolicySpec("model", path=args.model, algo=args.algo, vecnormalize=args.vecnormalize)
             env = args.env
         else:
             policy, env = "scripted", args.env
@@ -74,23 +95,22 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         res = evaluate(policy, env_id, args.suite, seeds=args.seeds, episodes=args.episodes, env_config=env_cfg,
-                       progress=progress, sections=tuple(args.sections.split(",")), log=lambda m: print(m, flush=True))
-    except (FileNotFoundError, ValueError) as err:
+                       progress=progress, sections=tuple(args.sections.split(",")), log=lambda m: print(m, flush=True),
+                       ray=args.ray, address=args.address, num_cpus=args.num_cpus)
+    except (FileNotFoundError, ValueError, RayMissingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from kai_drive.evaluation.policies import scripted_policy
-
-    pol = scripted_policy(env_id) if policy == "scripted" else policy
     cmd = "python -m kai_drive.evaluate " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    paths = write_outputs(res, out, make_env=lambda: make_env(env_id, res["env_config"]), policy=pol, command=cmd,
-                          videos=args.videos, tensorboard=args.tensorboard)
+    paths = write_outputs(res, out, make_env=lambda: make_env(env_id, res["env_config"]), policy=res["_policy"], command=cmd,
+                          videos=args.videos, tensorboard=args.tensorboard, video_size=video_size,
+                          video_frames=args.video_frames)
     s = res["safety"]["summary"]
     key = "driving_score" if "driving_score" in s else "success"
     val = s[key].get("mean", s[key].get("rate"))
     print(f"{res['policy']} on {env_id}: {key} {val:.3f}; thresholds {'PASSED' if res['passed'] else 'FAILED'}; "
           f"{time.perf_counter() - t0:.0f} s -> {paths['report']}")
     for t in res["thresholds"]:
-        if not t["passed"]:
+        if t["passed"] is False:
             print(f"  FAIL {t['path']} {t['condition']} (actual {t['actual']})")
     return 0 if res["passed"] else 1
 

@@ -228,3 +228,79 @@ def test_adversarial_attack_stays_in_budget_and_beats_random_noise():
             for _ in range(5)]
     assert np.abs(pol(o_adv) - a0).sum() > max(rand)
     env.close()
+
+
+# -- Ray is optional: never imported by the core, a clear message when --ray lacks it ------------------
+def test_evaluation_never_imports_ray():
+    import subprocess
+    import sys
+
+    code = ("import sys, kai_drive.evaluate, kai_drive.evaluation, kai_drive.evaluation.core, kai_drive.evaluation.report; "
+            "assert 'ray' not in sys.modules, 'ray imported'; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+
+
+def test_evaluate_ray_without_ray_gives_install_command(monkeypatch, capsys):
+    import sys
+
+    from kai_drive.evaluate import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    assert main(["--env", "follow", "--policy", "scripted", "--ray", "--out", "/nonexistent/x"]) == 2
+    assert 'pip install "kai-drive[ray]"' in capsys.readouterr().err
+    assert main(["--env", "follow", "--policy", "scripted", "--num-cpus", "2"]) == 2  # --num-cpus without --ray
+    assert "go with --ray" in capsys.readouterr().err
+
+
+def test_ray_refuses_a_policy_workers_cannot_rebuild():
+    pytest.importorskip("ray")
+    import threading
+
+    from kai_drive.evaluation import evaluate
+
+    lock = threading.Lock()  # not picklable: the policy cannot travel to a worker
+
+    def locked(obs):
+        with lock:
+            return np.zeros(2, np.float32)
+
+    with pytest.raises(ValueError, match=r"cannot be sent to Ray workers.*--run RUN_DIR, --model PATH, --policy scripted"):
+        evaluate(locked, "follow", {"seeds": 1}, ray=True)
+
+
+# -- grasping: the quick suite end to end (driving-only parts skipped cleanly) ---------------------------
+def test_grasp_quick_suite_end_to_end(tmp_path):
+    import json
+
+    from kai_drive.evaluation import evaluate, write_outputs
+    from kai_drive.evaluation.core import _WORKER_ENVS
+
+    res = evaluate("scripted", "grasp", "quick", seeds=3)
+    assert not _WORKER_ENVS  # a serial run closes the envs it made
+    s = res["safety"]["summary"]
+    for k in ("drops", "table_contacts", "peak_contact_force_n", "objects_out"):
+        assert s[k]["n"] == 3
+    assert s["success"]["n"] == 3 and s["peak_contact_force_n"]["mean"] > 0  # the fingers did touch something
+    assert "driving_score" not in s and "causal" not in res  # nothing to intervene on in the grasp env
+    rob = res["robustness"]
+    assert "no scenario factors" in rob["light_shift"]["note"] and "no scenario factors" in rob["colour_shift"]["note"]
+    # the suite's driving thresholds do not apply (and do not fail); a grasp threshold does
+    assert res["passed"] and all(t["passed"] is None for t in res["thresholds"])
+    paths = write_outputs(res, tmp_path, make_env=None, videos=0)
+    md = paths["report"].read_text()
+    assert "| condition | success | drops | peak contact force (N) | objects out |" in md
+    assert "not applicable to a grasp env" in md
+    assert json.loads(paths["json"].read_text())["safety"]["summary"]["drops"]["mean"] == s["drops"]["mean"]
+
+
+def test_thresholds_scoped_by_task():
+    from kai_drive.evaluation.core import _thresholds_for
+
+    th = {"safety.collision.rate": "<= 0.2", "safety.success.rate": ">= 0.5", "safety.typo.mean": ">= 1",
+          "grasp": {"safety.drops.mean": "<= 0.1"}, "driving": {"safety.driving_score.mean": ">= 0.5"}}
+    flat, skipped = _thresholds_for(th, "grasp")
+    assert flat == {"safety.success.rate": ">= 0.5", "safety.typo.mean": ">= 1", "safety.drops.mean": "<= 0.1"}
+    assert [t["path"] for t in skipped] == ["safety.collision.rate"]  # a driving metric: not applicable
+    flat, skipped = _thresholds_for(th, "driving")
+    assert "safety.driving_score.mean" in flat and "safety.drops.mean" not in flat and not skipped

@@ -63,19 +63,24 @@ def _figures(res: dict, out: Path) -> list[tuple[str, str]]:
     per = res["safety"]["per_episode"]
     keys = [k for k in ("driving_score", "route_completion", "min_ttc_s", "comfort_frac") if k in per[0]]
     if not keys:
-        keys = [k for k in ("success", "drops", "peak_contact_force_n") if k in per[0]]
+        keys = [k for k in ("success", "drops", "table_contacts", "peak_contact_force_n", "objects_out") if k in per[0]]
     fig, axs = plt.subplots(1, len(keys), figsize=(2.6 * len(keys), 2.6))
     axs = np.atleast_1d(axs)
     for ax, k in zip(axs, keys):
         v = np.asarray([e[k] for e in per], float)
         ax.scatter(np.random.default_rng(0).uniform(-0.15, 0.15, len(v)), v, s=12, alpha=0.7)
         s = res["safety"]["summary"][k]
-        if "mean" in s and s["mean"] is not None:
+        if s.get("mean") is not None:
             ax.errorbar([0.4], [s["mean"]], yerr=[[s["mean"] - s["mean_ci95"][0]], [s["mean_ci95"][1] - s["mean"]]], fmt="o", color="k", capsize=3, label="mean, 95% CI")
             ax.errorbar([0.6], [s["iqm"]], yerr=[[s["iqm"] - s["iqm_ci95"][0]], [s["iqm_ci95"][1] - s["iqm"]]], fmt="s", color="C3", capsize=3, label="IQM, 95% CI")
+        elif s.get("rate") is not None:  # a rate: Wilson interval
+            r, (lo, hi) = s["rate"], s["ci95"]
+            ax.errorbar([0.4], [r], yerr=[[max(r - lo, 0.0)], [max(hi - r, 0.0)]], fmt="D", color="C2", capsize=3, label="rate, 95% CI")
         ax.set_xticks([])
         ax.set_title(k, fontsize=9)
-    axs[0].legend(fontsize=6)
+    handles = {lab: h for ax in axs for h, lab in zip(*ax.get_legend_handles_labels())}
+    if handles:
+        axs[0].legend(handles.values(), handles.keys(), fontsize=6)
     fig.tight_layout()
     fig.savefig(out / "safety.png", dpi=80)
     plt.close(fig)
@@ -99,7 +104,8 @@ def _figures(res: dict, out: Path) -> list[tuple[str, str]]:
         fig.tight_layout()
         fig.savefig(out / "robustness.png", dpi=80)
         plt.close(fig)
-        figs.append(("Robustness: change of the driving score vs clean (same seeds)", "robustness.png"))
+        what = "driving score" if any("driving_score" in c["drop"] for c in rob.values() if isinstance(c, dict) and c.get("drop")) else "success rate"
+        figs.append((f"Robustness: change of the {what} vs clean (same seeds)", "robustness.png"))
 
     inter = (res.get("causal") or {}).get("interventions") or {}
     rows = [(n, r) for n, r in inter.items() if r.get("n")]
@@ -147,23 +153,38 @@ def _figures(res: dict, out: Path) -> list[tuple[str, str]]:
     return figs
 
 
-def _videos(res: dict, out: Path, n: int, frames_every: int, size: tuple[int, int], make_env, policy) -> list[tuple[str, str]]:
-    """Re-run the ``n`` worst episodes with the chase camera and save GIFs."""
+def _worst_key(e: dict) -> tuple:
+    """Sort key, worst first: driving by score, route completion, then min TTC; grasping by success, then drops,
+    objects knocked out, table contacts and peak contact force (more is worse)."""
+    if "driving_score" in e:  # ties (e.g. every episode a success): the closest call first
+        return (e["driving_score"], e.get("route_completion", 0), e.get("min_ttc_s", 0))
+    return (e.get("success", 0), -e.get("drops", 0), -e.get("objects_out", 0), -e.get("table_contacts", 0),
+            -e.get("peak_contact_force_n", 0))
+
+
+def _videos(res: dict, out: Path, n: int, frames_every: int, size: tuple[int, int], make_env, policy,
+            n_frames: int = 40) -> list[tuple[str, str]]:
+    """Re-run the ``n`` worst episodes with the chase camera and save GIFs of their last ``n_frames`` frames."""
     import imageio.v2 as imageio
 
     from kai_drive.evaluation.runner import rollout
 
     per = res["safety"]["per_episode"]
     key = "driving_score" if "driving_score" in per[0] else "success"
-    worst = sorted(per, key=lambda e: (e[key], e.get("route_completion", 0)))[:n]
+    worst = sorted(per, key=_worst_key)[:n]
+    max_steps = None
+    if res["suite_config"].get("max_episode_s"):
+        max_steps = int(res["suite_config"]["max_episode_s"] / res["dt_s"])  # the episode as evaluated
     vids = []
     env = make_env()
     for e in worst:
-        tr = rollout(env, policy, e["seed"], frames_every=frames_every, frame_size=size)
-        frames = tr.frames[-40:]  # the end of the episode, where it goes wrong
+        tr = rollout(env, policy, e["seed"], max_steps=max_steps, frames_every=frames_every, frame_size=size)
+        frames = tr.frames[-n_frames:]  # the end of the episode, where it goes wrong
         name = f"worst_seed{e['seed']}.gif"
         imageio.mimsave(out / name, [f[::1, ::1] for f in frames], duration=frames_every * res["dt_s"], loop=0)
-        vids.append((f"seed {e['seed']}: {e['outcome']}, {key} {e[key]:.2f}", name))
+        extra = f", min TTC {e['min_ttc_s']:.1f} s" if key == "driving_score" and e.get("min_ttc_s") is not None else (
+            f", peak contact force {e['peak_contact_force_n']:.1f} N" if "peak_contact_force_n" in e else "")
+        vids.append((f"seed {e['seed']}: {e['outcome']}, {key} {e[key]:.2f}{extra}", name))
     env.close()
     return vids
 
@@ -175,7 +196,13 @@ def _markdown(res: dict, figs: list, vids: list, command: str | None) -> str:
     L.append(f"{res.get('created', '')} · {res.get('machine', '')} · total {res['wall_s'].get('total', 0):.0f} s"
              + (f" · `{command}`" if command else "") + "\n")
     ok = "PASSED" if res["passed"] else "FAILED"
-    L.append(f"**Thresholds: {ok}** " + "; ".join(f"`{t['path']} {t['condition']}` (actual {t['actual'] if not isinstance(t['actual'], float) else round(t['actual'], 3)}): {'ok' if t['passed'] else 'FAIL'}" for t in res["thresholds"]) + "\n")
+    def verdict(t: dict) -> str:
+        return "ok" if t["passed"] else ("FAIL" if t["passed"] is False else t.get("note", "n/a"))
+
+    L.append(f"**Thresholds: {ok}** " + "; ".join(f"`{t['path']} {t['condition']}` (actual {t['actual'] if not isinstance(t['actual'], float) else round(t['actual'], 3)}): {verdict(t)}" for t in res["thresholds"]) + "\n")
+    if res.get("execution", {}).get("backend") == "ray":
+        ex = res["execution"]
+        L.append(f"Episodes ran as Ray tasks ({ex.get('address')}, {ex.get('cluster_cpus', 0):.0f} CPUs); the numbers are those of a serial run.\n")
     L.append(f"## Safety ({len(res['safety']['per_episode'])} held-out seeds)\n")
     L.append("Values: mean [95 % bootstrap CI]; rates: count/n [Wilson 95 % CI]; IQM in the JSON and the figure.\n")
     L.append("| metric | value |\n|---|---|")
@@ -193,17 +220,29 @@ def _markdown(res: dict, figs: list, vids: list, command: str | None) -> str:
     rob = res.get("robustness")
     if rob:
         L.append(f"## Robustness (same seeds, {rob.get('horizon_s', 0):.0f} s horizon; change vs clean, paired 95 % CI, * = CI excludes 0)\n")
-        L.append("| condition | driving score | route completion | collision | min TTC (s) |\n|---|---|---|---|---|")
+        grasp = "driving_score" not in s
+        cols = (("success", "success"), ("drops", "drops"), ("peak_contact_force_n", "peak contact force (N)"),
+                ("objects_out", "objects out")) if grasp else (
+                ("driving_score", "driving score"), ("route_completion", "route completion"), ("collision", "collision"),
+                ("min_ttc_s", "min TTC (s)"))
+        L.append("| condition | " + " | ".join(c for _, c in cols) + " |\n|---|" + "---|" * len(cols))
         for n, c in rob.items():
             if n in ("clean", "horizon_s"):
                 continue
             if "note" in c:
-                L.append(f"| {n} | {c['note']} | | | |")
+                L.append(f"| {n} | {c['note']} |" + " |" * (len(cols) - 1))
                 continue
             d = c["drop"]
-            L.append(f"| {n} | {_ate(d.get('driving_score'))} | {_ate(d.get('route_completion'))} | {_ate(d.get('collision'))} | {_ate(d.get('min_ttc_s'))} |")
+            L.append(f"| {n} | " + " | ".join(_ate(d.get(k)) for k, _ in cols) + " |")
         L.append("")
     cau = res.get("causal")
+    if cau and "interventions" not in cau:  # e.g. grasping: no interventions, modality reliance only
+        mod = cau.get("modality") or {}
+        if mod and "note" not in mod:
+            L.append("## Causal: modality reliance\n\n| sensor removed | action change at the same states mean abs delta a | success change (robustness) |\n|---|---|---|")
+            for k, v in mod.items():
+                L.append(f"| {k} | {_fmt(v['action_change'], digits=3)} | {_ate(v.get('outcome_drop'))} |")
+        cau = None
     if cau:
         L.append(f"## Causal: paired interventions ({cau['horizon_s']:.0f} s per arm)\n")
         L.append("Effects are treatment − control on the same seed (paired bootstrap 95 % CI; * = excludes 0).\n")
@@ -226,6 +265,8 @@ def _markdown(res: dict, figs: list, vids: list, command: str | None) -> str:
         elif mod:
             L.append(f"\nModality reliance: {mod['note']}")
         L.append(f"\n### But-for failure attribution ({cau.get('failed_episodes', 0)} failed episodes; first {len(cau.get('but_for', []))})\n")
+        if not cau.get("but_for"):
+            L.append("No failed episode to attribute.")
         for b in cau.get("but_for", []):
             L.append(f"- seed {b['seed']}: {b['failure']} at {b['failure_t_s']:.1f} s; branch at {b['branch_t_s']:.1f} s. "
                      f"Averted by removing: {', '.join(b['but_for_causes']) or 'no single candidate'}. "
@@ -255,8 +296,12 @@ def _markdown(res: dict, figs: list, vids: list, command: str | None) -> str:
 
 
 def write_outputs(res: dict, out_dir: str | Path, make_env=None, policy=None, command: str | None = None,
-                  videos: int | None = None, tensorboard: bool = False) -> dict[str, Path]:
-    """Write ``result.json``, ``report.md``, figures and GIFs into ``out_dir``; returns the paths."""
+                  videos: int | None = None, tensorboard: bool = False, video_size: tuple[int, int] | None = None,
+                  video_frames: int | None = None) -> dict[str, Path]:
+    """Write ``result.json``, ``report.md``, figures and GIFs into ``out_dir``; returns the paths.
+
+    ``videos`` GIFs of the worst episodes (default: the suite's ``report.videos``), each the last
+    ``video_frames`` (default 40) chase-camera frames of ``video_size`` (default ``report.frame_size``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     res.setdefault("created", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
@@ -268,7 +313,9 @@ def write_outputs(res: dict, out_dir: str | Path, make_env=None, policy=None, co
     n_vid = int(rep.get("videos", 2) if videos is None else videos)
     vids = []
     if n_vid > 0 and make_env is not None and policy is not None:
-        vids = _videos(res, out, n_vid, int(rep.get("frames_every", 3)), tuple(rep.get("frame_size", (128, 96))), make_env, policy)
+        size = tuple(video_size or rep.get("frame_size", (128, 96)))
+        vids = _videos(res, out, n_vid, int(rep.get("frames_every", 3)), size, make_env, policy,
+                       int(video_frames or rep.get("frames", 40)))
     (out / "result.json").write_text(json.dumps(to_jsonable(res), indent=1))
     (out / "report.md").write_text(_markdown(res, figs, vids, command))
     if tensorboard:
