@@ -176,7 +176,7 @@ def play(args: argparse.Namespace) -> int:
     except ValueError:
         raise ValueError(f"--size {args.size}: expected WxH, e.g. 320x240") from None
     venv = make_vec_env(env_id, env_config, 1, "dummy", "eval", frame_stack, render_mode="human" if gui else None)
-    if stats is not None:
+    if stats is not None and not recipe.get("encoder"):  # encoder runs never normalise observations
         from stable_baselines3.common.vec_env import VecNormalize
 
         venv = VecNormalize.load(str(stats), venv)
@@ -184,6 +184,10 @@ def play(args: argparse.Namespace) -> int:
     elif Normalisation(**recipe.get("normalisation", {})).enabled if recipe else False:
         print("warning: the run used VecNormalize but no stats were found; the agent will see raw observations")
     model = algorithms()[algo].load(str(model_path), device="cpu")
+    if recipe.get("encoder"):  # trained on frozen embeddings: encode this (raw) env's observations
+        from kai_drive.perception.sb3 import attach_encoder
+
+        model = attach_encoder(model, venv.observation_space, recipe["encoder"].get("pretrained", "lane-keep"))
     control_hz = venv.get_attr("metadata")[0].get("render_fps", 20)
     fps = args.fps or control_hz
 

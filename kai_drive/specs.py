@@ -192,6 +192,8 @@ class EnvSpec(_Strict):
         if not isinstance(value, Mapping):
             raise ValueError("must be a mapping with a 'kind' key")
         kind = value.get("kind", "lane_keep")
+        if kind not in TASK_SPECS:  # the built-in task modules register their specs when imported
+            import kai_drive.tasks  # noqa: F401
         if kind not in TASK_SPECS:
             raise ValueError(f"kind: unknown task kind {kind!r}; known: {sorted(TASK_SPECS)}")
         return TASK_SPECS[kind].model_validate(dict(value))

@@ -267,7 +267,12 @@ def _close(venv: Any, interrupted: bool) -> None:
         pass
 
 
-def train_env_config(recipe: Any) -> dict[str, Any]:
+def eval_env_config(recipe: Any) -> dict[str, Any]:
+    """env_config + eval_env_config, for the evaluation envs (periodic and final)."""
+    return train_env_config(recipe, "eval_env_config")
+
+
+def train_env_config(recipe: Any, extra: str = "train_env_config") -> dict[str, Any]:
     """env_config + train_env_config (both may use dotted keys), for the training envs."""
     from kai_drive.specs import deep_merge, dotted_to_nested
 
@@ -276,9 +281,9 @@ def train_env_config(recipe: Any) -> dict[str, Any]:
             {k: v for k, v in cfg.items() if "." not in k}, dotted_to_nested({k: v for k, v in cfg.items() if "." in k})
         )
 
-    if not recipe.train_env_config:
+    if not getattr(recipe, extra):
         return dict(recipe.env_config)
-    return deep_merge(nested(recipe.env_config), nested(recipe.train_env_config))
+    return deep_merge(nested(recipe.env_config), nested(getattr(recipe, extra)))
 
 
 def _held_out_seeds(base: int, n: int) -> list[int]:
@@ -318,7 +323,8 @@ def run(plan: Plan) -> int:
     try:
         seed_offset = 0 if plan.checkpoint is None else plan.checkpoint[0]
         venv = make_vec_env(
-            plan.env_id, train_env_config(r), r.n_envs, r.vec_env, "train", r.frame_stack, seed=plan.seed + seed_offset
+            plan.env_id, train_env_config(r), r.n_envs, r.vec_env, "train", r.frame_stack, seed=plan.seed + seed_offset,
+            encoder=r.encoder,
         )
         vn_path = plan.checkpoint[2] if plan.checkpoint else None
         if plan.checkpoint and r.normalisation.enabled and vn_path is None:
@@ -326,7 +332,9 @@ def run(plan: Plan) -> int:
         venv = wrap_normalize(venv, r.normalisation, gamma, load_from=vn_path)
         need_eval = r.eval.freq > 0 or r.eval.final_episodes > 0
         if need_eval:
-            eval_base = make_vec_env(plan.env_id, r.env_config, r.eval.n_envs, "subproc", "eval", r.frame_stack)
+            eval_base = make_vec_env(
+                plan.env_id, eval_env_config(r), r.eval.n_envs, "subproc", "eval", r.frame_stack, encoder=r.encoder
+            )
             eval_env = wrap_normalize(eval_base, r.normalisation, gamma, training=False)
 
         # -- model ---------------------------------------------------------------------------------

@@ -273,3 +273,20 @@ def test_probe_recovers_known_linear_relation():
     assert res["r2"] > 0.99 and res["rmse"] < 0.05
     noise = linear_probe(x[:400], rng.normal(size=400), x[400:], rng.normal(size=200))
     assert noise["r2"] < 0.1  # no relation, no score
+
+
+def test_shift_extractor_shifts_only_in_training_mode():
+    from kai_drive.perception.sb3 import ShiftCombinedExtractor
+
+    space = spaces.Dict({"camera": spaces.Box(0, 255, (3, 64, 64), np.uint8),
+                         "state": spaces.Box(-np.inf, np.inf, (5,), np.float32)})
+    ext = ShiftCombinedExtractor(space, pad=4)
+    assert ext.image_keys == {"camera"}
+    torch.manual_seed(0)
+    obs = {"camera": torch.rand(8, 3, 64, 64), "state": torch.randn(8, 5)}
+    ext.eval()
+    a, b = ext(obs), ext(obs)
+    torch.testing.assert_close(a, b)  # deterministic without augmentation
+    ext.train()
+    c = ext(obs)
+    assert c.shape == a.shape and not torch.allclose(c, a)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 import yaml
 
@@ -202,6 +203,12 @@ def test_camera_policy_with_pretrained_perception_extractor(tmp_path):
         "--set",
         "env_config.sensors.camera.enabled=true",
         "--set",
+        "policy=MultiInputPolicy",
+        "--set",
+        "encoder=null",
+        "--set",
+        "normalisation.norm_obs=false",
+        "--set",
         "policy_kwargs.features_extractor_class=perception",
         "--set",
         "policy_kwargs.features_extractor_kwargs={pretrained: lane-keep, freeze: true}",
@@ -216,6 +223,73 @@ def test_camera_policy_with_pretrained_perception_extractor(tmp_path):
     model = PPO.load(logs / "lane-keep" / "ppo_1" / "final_model.zip", device="cpu")
     assert type(model.policy.features_extractor).__name__ == "PerceptionExtractor"
     assert "camera" in model.observation_space.spaces
+    # frozen pretrained weights survive SB3's orthogonal re-initialisation and training unchanged
+    from kai_drive.perception import load_encoder
+
+    shipped = load_encoder(model.observation_space, "lane-keep").state_dict()
+    for k, v in model.policy.features_extractor.encoder.state_dict().items():
+        torch.testing.assert_close(v, shipped[k], msg=k)
+
+
+def test_frozen_encoder_recipe_trains_on_embeddings_and_loads_as_raw_policy(tmp_path):
+    """recipe ``encoder:`` -> EncodedVecEnv + MlpPolicy; load_run/play put the encoder back in front, and the
+    composed policy acts exactly like the MLP on the wrapper's embeddings."""
+    import gymnasium
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from kai_drive.evaluation import load_run
+    from kai_drive.perception.sb3 import EncodedVecEnv
+
+    logs = tmp_path / "runs"
+    rc = train(
+        "--env", "lane-keep", "--timesteps", 64, "--log-folder", logs, "--n-envs", 1, "--vec-env", "dummy",
+        "--eval-freq", 0, "--final-eval", 2, "--no-progress",
+        "--set", "env_config.sensors.camera.enabled=true",
+        "--set", "policy=MlpPolicy",
+        "--set", "encoder={pretrained: lane-keep}",
+        "--set", "normalisation.norm_obs=false",
+        "--set", "hyperparams.n_steps=64", "--set", "hyperparams.batch_size=32", "--set", "hyperparams.n_epochs=1",
+    )  # fmt: skip
+    assert rc == 0
+    run = logs / "lane-keep" / "ppo_1"
+    mlp = PPO.load(run / "final_model.zip", device="cpu")
+    assert mlp.observation_space.shape == (128,)
+    assert json.loads((run / "final_eval.json").read_text())["episodes"] == 2
+
+    policy, env_id = load_run(run)
+    assert "camera" in policy.model.observation_space.spaces
+    assert type(policy.model.policy.features_extractor).__name__ == "PerceptionExtractor"
+    venv = EncodedVecEnv(DummyVecEnv([lambda: gymnasium.make(env_id)]), pretrained="lane-keep", device="cpu")
+    raw_env = gymnasium.make(env_id)
+    venv.seed(3)
+    emb = venv.reset()
+    raw, _ = raw_env.reset(seed=3)
+    for _ in range(3):
+        a_mlp, _ = mlp.predict(emb, deterministic=True)
+        a_raw = policy(raw)
+        np.testing.assert_allclose(a_mlp[0], a_raw, atol=1e-5)
+        emb, *_ = venv.step(a_mlp)
+        raw, *_ = raw_env.step(a_raw)
+    venv.close()
+    raw_env.close()
+
+
+@pytest.mark.parametrize(
+    "sets, expected",
+    [
+        (["encoder={pretrained: lane-keep}", "policy=MultiInputPolicy"], "policy must be MlpPolicy"),
+        (["encoder={pretrained: lane-keep}", "normalisation.norm_obs=true"], "norm_obs: false"),
+        (["encoder={pretrained: lane-keep}", "frame_stack=2"], "frame_stack must be 1"),
+    ],
+)
+def test_encoder_recipe_errors(sets, expected, tmp_path, capsys):
+    argv = ["--env", "lane-keep", "--log-folder", tmp_path]
+    for s in sets:
+        argv += ["--set", s]
+    assert train(*argv) != 0
+    assert expected in capsys.readouterr().err
+    assert not (tmp_path / "lane-keep").exists()
 
 
 @pytest.mark.parametrize(

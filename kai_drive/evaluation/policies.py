@@ -168,10 +168,17 @@ class SB3Policy(EvalPolicy):
         (images in 0..255), differentiable w.r.t. every input. Not clipped to the action space."""
         th = self.torch
         o = {}
+        spaces = getattr(self.model.observation_space, "spaces", {})
         for k, v in obs.items():
             if k in self.norm:
                 m, s = self.norm[k]
                 v = th.clamp((v - th.as_tensor(m)) / th.as_tensor(s), -self.clip_obs, self.clip_obs)
+            sub = spaces.get(k)
+            # SB3 trained image policies on channel-first images (VecTransposeImage); predict() transposes
+            # HxWxC itself, this torch path must do the same
+            if sub is not None and len(sub.shape) == 3 and v.dim() == 4 and tuple(v.shape[1:]) != tuple(sub.shape):
+                if tuple(v.shape[1:]) == (sub.shape[1], sub.shape[2], sub.shape[0]):
+                    v = v.permute(0, 3, 1, 2)
             o[k] = v
         pol = self.model.policy
         if hasattr(pol, "get_distribution"):
@@ -208,8 +215,12 @@ _ALGOS = {"ppo": "PPO", "sac": "SAC", "td3": "TD3", "a2c": "A2C", "ddpg": "DDPG"
 
 
 def load_model(path: str | Path, algo: str | None = None, vecnormalize: str | Path | None = None,
-               env_config: dict | None = None, frame_stack: int = 1) -> SB3Policy:
-    """An SB3 ``.zip`` (algo from ``algo`` or the file name, e.g. ``ppo``) as an :class:`SB3Policy`."""
+               env_config: dict | None = None, frame_stack: int = 1, encoder: dict | None = None,
+               env_id: str | None = None) -> SB3Policy:
+    """An SB3 ``.zip`` (algo from ``algo`` or the file name, e.g. ``ppo``) as an :class:`SB3Policy`.
+
+    ``encoder`` (a recipe's ``encoder:`` section, with ``env_id``): the model was trained on frozen
+    embeddings; the encoder is put back in front of it (:func:`kai_drive.perception.sb3.attach_encoder`)."""
     import stable_baselines3 as sb3
 
     path = Path(path)
@@ -219,11 +230,29 @@ def load_model(path: str | Path, algo: str | None = None, vecnormalize: str | Pa
     if algo not in _ALGOS:
         raise ValueError(f"unknown algo {algo!r}; one of {sorted(_ALGOS)}")
     model = getattr(sb3, _ALGOS[algo]).load(str(path), device="cpu")
+    if encoder:
+        model = attach_run_encoder(model, encoder, env_id, env_config)
     vn = None
     if vecnormalize is not None and Path(vecnormalize).exists():
         with open(vecnormalize, "rb") as fh:  # SB3's own format (VecNormalize.save is a pickle)
             vn = pickle.load(fh)
     return SB3Policy(model, vn, env_config, frame_stack, name=f"{algo}:{path.parent.name}/{path.stem}")
+
+
+def attach_run_encoder(model: Any, encoder: dict, env_id: str | None, env_config: dict | None) -> Any:
+    """Front a model trained on embeddings with its frozen encoder (raw Dict observations in)."""
+    import gymnasium
+
+    from kai_drive.perception.sb3 import attach_encoder
+
+    if not env_id:
+        raise ValueError("a model trained on encoder embeddings needs its env id to rebuild the observation space")
+    env = gymnasium.make(env_id, config=dict(env_config or {}))
+    try:
+        space = env.observation_space
+    finally:
+        env.close()
+    return attach_encoder(model, space, encoder.get("pretrained", "lane-keep"))
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "final") -> tuple[SB3Policy, str]:
@@ -244,6 +273,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "final") -> tuple[SB3Policy,
     recipe = cfg.get("recipe", {})
     env_config = dict(recipe.get("env_config") or {})
     pol = load_model(model, cfg.get("algo", "ppo"), vn if vn.exists() else None, env_config,
-                     int(recipe.get("frame_stack", 1) or 1))
+                     int(recipe.get("frame_stack", 1) or 1), encoder=recipe.get("encoder"),
+                     env_id=str(cfg.get("env_id")))
     pol.name = f"{cfg.get('algo', 'ppo')}:{run.parent.name}/{run.name}"
     return pol, str(cfg.get("env_id"))

@@ -21,7 +21,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 from gymnasium import spaces
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.preprocessing import is_image_space
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from kai_drive.perception.encoders import EncoderConfig, MultiModalEncoder, obs_to_tensors
@@ -48,9 +49,18 @@ class PerceptionExtractor(BaseFeaturesExtractor):
         encoder = load_encoder(observation_space, pretrained, config, keys)
         super().__init__(observation_space, features_dim=encoder.features_dim)
         self.encoder = encoder
+        self.pretrained = pretrained
         self.freeze = bool(freeze)
         if self.freeze:
             self.encoder.requires_grad_(False)
+
+    def apply(self, fn):
+        """SB3's on-policy algorithms (PPO, A2C) re-initialise the features extractor with
+        ``extractor.apply(init_weights)`` (``ortho_init``), which would overwrite pretrained weights with
+        random ones. Pretrained encoders keep their weights; a random-init encoder takes SB3's init as usual."""
+        if self.pretrained is not None:
+            return self
+        return super().apply(fn)
 
     def train(self, mode: bool = True):  # a frozen encoder stays in eval mode
         super().train(mode)
@@ -108,3 +118,68 @@ class EncodedVecEnv(VecEnvWrapper):
             if isinstance(term, dict):
                 info["terminal_observation"] = self._encode_one(term)
         return self.encode(obs), rewards, dones, infos
+
+
+def attach_encoder(model: Any, observation_space: spaces.Dict, pretrained: str | Path | None = "lane-keep") -> Any:
+    """Put the frozen encoder back in front of a model trained on :class:`EncodedVecEnv` embeddings.
+
+    ``model`` is an SB3 model (PPO, SAC, TD3...) with an ``MlpPolicy`` over ``Box(features_dim,)``. Returns the
+    same model object with a ``MultiInputPolicy`` over the raw Dict ``observation_space`` whose features
+    extractor is a frozen :class:`PerceptionExtractor` holding the same encoder weights, and whose heads
+    carry the trained weights. ``model.predict`` then takes raw observations, and the whole policy is one
+    differentiable torch module (for attacks and attribution). Raises ``ValueError`` if the encoder's
+    feature size does not match the trained heads.
+    """
+    policy = model.policy
+    cls = model.policy_aliases.get("MultiInputPolicy")
+    if cls is None:
+        raise ValueError(f"{type(model).__name__} has no MultiInputPolicy; cannot attach an encoder")
+    kwargs = dict(model.policy_kwargs)
+    kwargs["features_extractor_class"] = PerceptionExtractor
+    kwargs["features_extractor_kwargs"] = {"pretrained": pretrained, "freeze": True}
+    new = cls(observation_space, model.action_space, model.lr_schedule, **kwargs)
+    trained = policy.state_dict()
+    target = new.state_dict()
+    heads = {k: v for k, v in trained.items() if "features_extractor" not in k}
+    for k, v in heads.items():
+        if k not in target or target[k].shape != v.shape:
+            have = tuple(target[k].shape) if k in target else "missing"
+            raise ValueError(
+                f"cannot attach encoder {pretrained!r}: trained head {k} has shape {tuple(v.shape)}, "
+                f"the encoder-fronted policy has {have}"
+            )
+    missing = [k for k in target if k not in heads and "features_extractor" not in k]
+    if missing:
+        raise ValueError(f"cannot attach encoder {pretrained!r}: no trained weights for {missing}")
+    new.load_state_dict(heads, strict=False)
+    new.set_training_mode(False)
+    new.to(policy.device)
+    model.policy = new
+    model.observation_space = observation_space
+    if hasattr(model, "_create_aliases"):  # off-policy algorithms keep aliases to the policy's parts
+        model._create_aliases()
+    return model
+
+
+class ShiftCombinedExtractor(CombinedExtractor):
+    """SB3's ``CombinedExtractor`` (NatureCNN per image key, flatten for the rest) with DrQ's random-shift
+    augmentation of every image during gradient updates (RAD/DrQ: replicate-pad ``pad`` pixels, crop back at
+    a random offset per sample). Rollouts (``policy.set_training_mode(False)``) see unshifted images.
+    The "scratch + random shift" baseline of docs/perception.md; recipe name ``combined_shift``."""
+
+    def __init__(self, observation_space: spaces.Dict, cnn_output_dim: int = 256, normalized_image: bool = False,
+                 pad: int = 4) -> None:
+        super().__init__(observation_space, cnn_output_dim=cnn_output_dim, normalized_image=normalized_image)
+        self.pad = int(pad)
+        self.image_keys = {
+            k for k, sub in observation_space.spaces.items() if is_image_space(sub, normalized_image=normalized_image)
+        }
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.training and self.pad > 0:
+            from kai_drive.perception.pretraining import random_shift
+
+            observations = {
+                k: random_shift(v.float(), self.pad) if k in self.image_keys else v for k, v in observations.items()
+            }
+        return super().forward(observations)

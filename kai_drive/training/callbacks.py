@@ -146,7 +146,8 @@ class EvalCallback(BaseCallback):
     def run_eval(self) -> bool:
         train_vn, eval_vn = find_vec_normalize(self.training_env), find_vec_normalize(self.eval_env)
         if train_vn is not None and eval_vn is not None:
-            eval_vn.obs_rms = copy.deepcopy(train_vn.obs_rms)
+            if train_vn.norm_obs:  # without norm_obs SB3 keeps no obs_rms
+                eval_vn.obs_rms = copy.deepcopy(train_vn.obs_rms)
             eval_vn.ret_rms = copy.deepcopy(train_vn.ret_rms)
         res = evaluate(self.model, self.eval_env, self.road_seeds, frames_every=30 if self.images else 0)
         frames = res.pop("_frames")

@@ -183,8 +183,12 @@ def make_vec_env(
     frame_stack: int = 1,
     seed: int | None = None,
     render_mode: str | None = None,
+    encoder: Any = None,
 ):
-    """The VecEnv (without VecNormalize, see :func:`wrap_normalize`)."""
+    """The VecEnv (without VecNormalize, see :func:`wrap_normalize`).
+
+    ``encoder`` (a recipe's :class:`~kai_drive.training.recipe.EncoderSettings`): observations become
+    frozen perception embeddings (:class:`kai_drive.perception.EncodedVecEnv`)."""
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack
 
     subproc = vec_env == "subproc" and n_envs > 1
@@ -192,6 +196,10 @@ def make_vec_env(
     venv = SubprocVecEnv(fns, start_method="forkserver") if subproc else DummyVecEnv(fns)
     if seed is not None:
         venv.seed(seed)
+    if encoder is not None:
+        from kai_drive.perception.sb3 import EncodedVecEnv
+
+        venv = EncodedVecEnv(venv, pretrained=encoder.pretrained, device=encoder.device)
     if frame_stack > 1:
         venv = VecFrameStack(venv, n_stack=frame_stack)
     return venv

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kai_drive.specs import SpecError, deep_merge, dotted_to_nested
 
@@ -63,16 +63,22 @@ def _optimizers() -> dict[str, Any]:
 def _extractors() -> dict[str, Any]:
     from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor
 
-    from kai_drive.perception.sb3 import PerceptionExtractor
+    from kai_drive.perception.sb3 import PerceptionExtractor, ShiftCombinedExtractor
 
-    return {"perception": PerceptionExtractor, "combined": CombinedExtractor, "flatten": FlattenExtractor}
+    return {
+        "perception": PerceptionExtractor,
+        "combined": CombinedExtractor,
+        "combined_shift": ShiftCombinedExtractor,
+        "flatten": FlattenExtractor,
+    }
 
 
 ACTIVATIONS = ("tanh", "relu", "elu", "leaky_relu", "gelu", "silu", "selu")
 OPTIMIZERS = ("adam", "adamw", "rmsprop")
 #: ``perception`` = kai_drive.perception's camera/lidar/state encoders (docs/perception.md);
-#: ``combined`` = SB3's default for Dict observations (NatureCNN + flatten); ``flatten`` = flatten all
-EXTRACTORS = ("perception", "combined", "flatten")
+#: ``combined`` = SB3's default for Dict observations (NatureCNN + flatten); ``combined_shift`` = the same
+#: with DrQ random-shift augmentation of images during updates; ``flatten`` = flatten all
+EXTRACTORS = ("perception", "combined", "combined_shift", "flatten")
 
 
 def algorithms() -> dict[str, Any]:
@@ -135,6 +141,18 @@ class EvalSettings(_Strict):
     stop_min_timesteps: int = Field(0, ge=0, description="...but not before this many env steps")
 
 
+class EncoderSettings(_Strict):
+    """Train on frozen perception embeddings: every env's observation is encoded once, in one batch per
+    step, by :class:`kai_drive.perception.EncodedVecEnv`; the agent is an MLP on the embeddings
+    (``policy: MlpPolicy``). Saved models are MLPs on embeddings; ``load_run``/``play``/``evaluate`` put the
+    frozen encoder back in front of them, so they take raw Dict observations like any other run."""
+
+    pretrained: str | None = Field(
+        "lane-keep", description="shipped weights name, a .pt path or a pretraining folder; null = frozen random init"
+    )
+    device: str = Field("auto", description="auto (cuda when available) | cpu | cuda | cuda:N")
+
+
 class Recipe(_Strict):
     """One algorithm's recipe for one env (an entry of ``agents/<algo>.yaml``)."""
 
@@ -145,11 +163,19 @@ class Recipe(_Strict):
     policy_kwargs: dict[str, Any] = Field(default_factory=dict)
     normalisation: Normalisation = Normalisation()
     frame_stack: int = Field(1, ge=1, le=16)
+    encoder: EncoderSettings | None = Field(
+        None, description="frozen pretrained perception: train an MlpPolicy on embeddings (docs/perception.md)"
+    )
     env_config: dict[str, Any] = Field(default_factory=dict, description="overrides of envs/<env>.yaml")
     train_env_config: dict[str, Any] = Field(
         default_factory=dict,
         description="extra overrides for the training envs only (curriculum, randomisation, reward shaping); "
         "evaluation always uses env_config alone",
+    )
+    eval_env_config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="extra overrides for the evaluation envs only (periodic and final), e.g. held-out objects "
+        "(grasp: task.object_split: test)",
     )
     hyperparams: dict[str, Any] = Field(default_factory=dict)
     action_noise: ActionNoise | None = None
@@ -157,6 +183,22 @@ class Recipe(_Strict):
     checkpoint_freq: int = Field(50_000, ge=0, description="env steps between checkpoints; 0 = only at the end")
     save_replay_buffer: bool = Field(True, description="off-policy: keep the latest replay buffer with checkpoints")
     torch_threads: int = Field(1, ge=0, description="torch.set_num_threads in the learner process; 0 = torch default")
+
+    @model_validator(mode="after")
+    def _encoder_policy(self) -> "Recipe":
+        if self.encoder is not None:
+            if self.policy != "MlpPolicy":
+                raise ValueError(
+                    f"with encoder: the agent sees a Box of embeddings, so policy must be MlpPolicy (got {self.policy})"
+                )
+            if self.normalisation.enabled and self.normalisation.norm_obs:
+                raise ValueError(
+                    "with encoder: embeddings are already LayerNorm-ed; set normalisation.norm_obs: false "
+                    "(norm_reward may stay on)"
+                )
+            if self.frame_stack > 1:
+                raise ValueError("with encoder: frame_stack must be 1 (the shipped encoders see one frame)")
+        return self
 
     @field_validator("policy_kwargs")
     @classmethod
