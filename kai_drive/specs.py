@@ -119,6 +119,10 @@ class RewardSpec(_Strict):
     lateral: float = Field(0.3, description="times (lane offset / lane half free width)^2, per step")
     heading: float = Field(0.5, description="times heading error^2 (rad^2), per step")
     speed: float = Field(0.05, description="times (speed above target / target), per step")
+    slow: float = Field(
+        0.0, description="times (speed below target / target), per step; 0 = off. Training-time shaping "
+        "against the 'stop trap' (standing still until the time limit)"
+    )
     steer_rate: float = Field(0.05, description="times (steering change per step, in action units)^2")
     jerk: float = Field(0.0005, description="times longitudinal jerk^2 (m/s^3)^2, per step")
     collision: float = Field(10.0, description="terminal penalty")

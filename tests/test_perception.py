@@ -290,3 +290,21 @@ def test_shift_extractor_shifts_only_in_training_mode():
     ext.train()
     c = ext(obs)
     assert c.shape == a.shape and not torch.allclose(c, a)
+
+
+def test_ablation_statistics_and_arms_validate():
+    from kai_drive.perception.ablation import ARMS, COMMON, summarise, two_level_bootstrap
+    from kai_drive.training.recipe import load_recipe, parse_set
+
+    # every arm is a valid recipe on top of the default lane-keep recipe
+    for sets in ARMS.values():
+        load_recipe("ppo", "KaiDrive/LaneKeep-v0", "lane-keep", None, parse_set(sets + COMMON))
+    # identical seeds, all successes: a degenerate interval at 1
+    assert two_level_bootstrap([[1.0] * 10] * 3) == (1.0, 1.0)
+    lo, hi = two_level_bootstrap([[1.0] * 10, [0.0] * 10, [1.0] * 5 + [0.0] * 5])
+    assert 0.0 <= lo < 0.5 < hi <= 1.0
+    rows = [{"arm": "a", "seed": s, "success_flags": f, "successes": int(sum(f)), "episodes": len(f),
+             "train_wall_time_s": 10.0 + s, "timesteps": 100} for s, f in enumerate([[1, 1, 0, 1], [1, 1, 1, 1]])]
+    a = summarise(rows)["a"]
+    assert a["success_per_seed"] == [0.75, 1.0] and a["pooled"] == "7/8"
+    assert abs(a["success_mean"] - 0.875) < 1e-12 and a["train_wall_time_s_mean"] == 10.5

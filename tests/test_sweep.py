@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 # tiny trials (one in-process env, short evaluations); see tests/test_train.py
 TINY = [
     "--n-envs", "1", "--vec-env", "dummy", "--eval-freq", "128", "--eval-episodes", "1", "--final-eval", "1",
-    "--checkpoint-freq", "128", "--set", "eval.n_envs=1", "--set", "env_config.sensors.lidar.beams=16",
+    "--checkpoint-freq", "128", "--set", "eval.n_envs=1",
     "--set", "hyperparams.n_steps=64", "--set", "hyperparams.batch_size=32", "--set", "hyperparams.n_epochs=2",
 ]  # fmt: skip
 

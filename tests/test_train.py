@@ -19,11 +19,12 @@ from kai_drive.catalog import env_ids
 
 REPO = Path(__file__).resolve().parents[1]
 
-# tiny, fast settings: one in-process env, a small lidar, a short final evaluation
+# tiny, fast settings: one in-process env, a short final evaluation (the default lane-keep recipe's frozen
+# encoders need the full 64-beam lidar and the camera)
 TINY = [
     "--n-envs", "1", "--vec-env", "dummy", "--no-progress",
     "--eval-freq", "128", "--eval-episodes", "1", "--final-eval", "1", "--checkpoint-freq", "128",
-    "--set", "eval.n_envs=1", "--set", "eval.start_timesteps=0", "--set", "env_config.sensors.lidar.beams=16",
+    "--set", "eval.n_envs=1", "--set", "eval.start_timesteps=0", "--set", "env_config.render.width=160",
 ]  # fmt: skip
 ALGO_SETS = {
     "ppo": ["--set", "hyperparams.n_steps=64", "--set", "hyperparams.batch_size=32", "--set", "hyperparams.n_epochs=2"],
@@ -91,8 +92,8 @@ def test_short_run_writes_everything_and_resumes(algo, tmp_path, capsys):
         assert (run / name).is_file(), name
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["env_id"] == "KaiDrive/LaneKeep-v0" and config["algo"] == algo and config["seed"] == 3
-    assert config["recipe"]["env_config"]["sensors.lidar.beams"] == 16
-    assert config["env_spec"]["sensors"]["lidar"]["beams"] == 16
+    assert config["recipe"]["env_config"]["render.width"] == 160
+    assert config["env_spec"]["render"]["width"] == 160
     assert "--algo" in (run / "command.txt").read_text()
     assert not list(run.rglob(".tmp-*")), "temporary files left behind"
     ckpts = sorted((run / "checkpoints").glob("model_*_steps.zip"))
@@ -112,6 +113,10 @@ def test_short_run_writes_everything_and_resumes(algo, tmp_path, capsys):
     assert first_steps >= 256
     env = gymnasium.make("KaiDrive/LaneKeep-v0", config=config["recipe"]["env_config"])
     obs, _ = env.reset(seed=0)
+    if config["recipe"].get("encoder"):  # the default PPO recipe trains on frozen embeddings
+        from kai_drive.perception import attach_encoder
+
+        model = attach_encoder(model, env.observation_space, config["recipe"]["encoder"]["pretrained"])
     action, _ = model.predict(obs, deterministic=True)
     assert action.shape == (2,) and np.all(np.abs(action) <= 1.0)
     env.close()
@@ -271,6 +276,10 @@ def test_frozen_encoder_recipe_trains_on_embeddings_and_loads_as_raw_policy(tmp_
         np.testing.assert_allclose(a_mlp[0], a_raw, atol=1e-5)
         emb, *_ = venv.step(a_mlp)
         raw, *_ = raw_env.step(a_raw)
+    # the frozen encoder still passes gradients to the pixels (attacks, attribution maps)
+    obs_t = {k: v.requires_grad_(True) for k, v in policy.to_tensors(raw).items()}
+    policy.torch_action(obs_t).sum().backward()
+    assert obs_t["camera"].grad is not None and obs_t["camera"].grad.abs().sum() > 0
     venv.close()
     raw_env.close()
 

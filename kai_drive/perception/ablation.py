@@ -164,11 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=30, help="held-out roads in each run's final evaluation")
     p.add_argument("--out", type=Path, default=Path("runs/ablation"))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra recipe override, all arms")
+    p.add_argument("--summary-only", action="store_true", help="train nothing: summarise the finished runs in --out")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     for seed in args.seeds:  # seed-major: an interrupted ablation has every arm at the same seeds
         for arm in args.arms:
+            if args.summary_only and not list((args.out / arm / f"seed{seed}").glob("lane-keep/ppo_*/final_eval.json")):
+                print(f"  {arm} seed {seed}: not run")
+                continue
             r = run_arm(arm, seed, args.out, args.timesteps, args.episodes, args.set)
             print(f"  {arm} seed {seed}: {r['successes']}/{r['episodes']}, {r['train_wall_time_s']:.0f} s", flush=True)
             results.append(r)

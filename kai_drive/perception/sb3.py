@@ -1,4 +1,4 @@
-"""Two ways to use the encoders with stable-baselines3.
+"""Ways to use the encoders with stable-baselines3.
 
 1. :class:`PerceptionExtractor` — a ``BaseFeaturesExtractor`` for Dict observations, inside the policy
    (frozen or fine-tuned with the policy)::
@@ -10,7 +10,12 @@
 2. :class:`EncodedVecEnv` — a ``VecEnvWrapper`` that encodes every env's observation in one batch on
    one device (``torch.no_grad``, frozen) and hands the agent a ``Box`` of embeddings, so the agent
    trains a plain MLP (``PPO("MlpPolicy", EncodedVecEnv(venv, pretrained="lane-keep"))``). Each frame is
-   encoded once, when the env emits it (episode-final observations in ``infos`` included).
+   encoded once, when the env emits it (episode-final observations in ``infos`` included). A training
+   recipe's ``encoder:`` section does this; :func:`attach_encoder` turns the trained MLP back into a policy
+   over raw observations.
+
+Also :class:`ShiftCombinedExtractor`: SB3's NatureCNN extractor with DrQ random-shift augmentation (the
+"scratch + random shift" baseline).
 """
 
 from __future__ import annotations
@@ -69,9 +74,8 @@ class PerceptionExtractor(BaseFeaturesExtractor):
         return self
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.freeze:
-            with torch.no_grad():
-                return self.encoder(observations)
+        # no torch.no_grad() when frozen: the weights have requires_grad=False, so training builds no graph
+        # through the encoder anyway, while attacks and attribution maps still get gradients w.r.t. the pixels
         return self.encoder(observations)
 
 

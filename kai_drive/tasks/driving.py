@@ -329,6 +329,7 @@ class LaneKeepTask:
             "lateral": -w.lateral * (d / self._free) ** 2,
             "heading": -w.heading * e_head * e_head,
             "speed": -w.speed * max(0.0, ego.speed_mps - t.target_speed_mps) / t.target_speed_mps,
+            "slow": -w.slow * max(0.0, t.target_speed_mps - ego.speed_mps) / t.target_speed_mps,
             "steer_rate": -w.steer_rate * steer_rate * steer_rate,
             "jerk": -w.jerk * jerk * jerk,
             "collision": -w.collision if collision else 0.0,
