@@ -223,11 +223,12 @@ def prepare(args: argparse.Namespace, argv: list[str]) -> Plan:
     except SpecError as exc:
         origin = f"{recipe_file}" + (" + --set" if args.set else "")
         raise SpecError(f"env_config (from {origin}) is not valid for {env_id}:\n{exc}") from None
-    if recipe.train_env_config:
-        try:
-            load_env_spec(env_yaml(alias), train_env_config(recipe))
-        except SpecError as exc:
-            raise SpecError(f"train_env_config (from {recipe_file}) is not valid for {env_id}:\n{exc}") from None
+    for key, merged in (("train_env_config", train_env_config), ("eval_env_config", eval_env_config)):
+        if getattr(recipe, key):
+            try:
+                load_env_spec(env_yaml(alias), merged(recipe))
+            except SpecError as exc:
+                raise SpecError(f"{key} (from {recipe_file}) is not valid for {env_id}:\n{exc}") from None
     return Plan(
         env_id=env_id,
         alias=alias,
@@ -267,13 +268,8 @@ def _close(venv: Any, interrupted: bool) -> None:
         pass
 
 
-def eval_env_config(recipe: Any) -> dict[str, Any]:
-    """env_config + eval_env_config, for the evaluation envs (periodic and final)."""
-    return train_env_config(recipe, "eval_env_config")
-
-
-def train_env_config(recipe: Any, extra: str = "train_env_config") -> dict[str, Any]:
-    """env_config + train_env_config (both may use dotted keys), for the training envs."""
+def _with_extra(env_config: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``env_config`` with ``extra`` merged on top (both may use dotted keys)."""
     from kai_drive.specs import deep_merge, dotted_to_nested
 
     def nested(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -281,9 +277,19 @@ def train_env_config(recipe: Any, extra: str = "train_env_config") -> dict[str, 
             {k: v for k, v in cfg.items() if "." not in k}, dotted_to_nested({k: v for k, v in cfg.items() if "." in k})
         )
 
-    if not getattr(recipe, extra):
-        return dict(recipe.env_config)
-    return deep_merge(nested(recipe.env_config), nested(getattr(recipe, extra)))
+    if not extra:
+        return dict(env_config)
+    return deep_merge(nested(env_config), nested(extra))
+
+
+def train_env_config(recipe: Any) -> dict[str, Any]:
+    """env_config + train_env_config, for the training envs."""
+    return _with_extra(recipe.env_config, recipe.train_env_config)
+
+
+def eval_env_config(recipe: Any) -> dict[str, Any]:
+    """env_config + eval_env_config, for the evaluation envs (periodic and final)."""
+    return _with_extra(recipe.env_config, recipe.eval_env_config)
 
 
 def _held_out_seeds(base: int, n: int) -> list[int]:
