@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import os
 import shlex
 import signal
@@ -320,7 +321,7 @@ def run(plan: Plan) -> int:
     gamma = float(kwargs.get("gamma", 0.99))
 
     # -- envs --------------------------------------------------------------------------------------
-    say = print
+    say = functools.partial(print, flush=True)  # flushed: logs redirected to a file show progress
     # SIGTERM (e.g. from a scheduler) stops like Ctrl-C: checkpoint + final model, exit 130
     previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     venv = eval_base = eval_env = None
@@ -416,6 +417,8 @@ def run(plan: Plan) -> int:
         # -- train -----------------------------------------------------------------------------------
         t_train = time.perf_counter()
         steps_before = model.num_timesteps
+        if r.imitation is not None and plan.checkpoint is None:
+            _imitate(plan, r, model, run_dir, callbacks, say)
         if remaining <= 0:
             say(
                 f"nothing to train: the run is at {model.num_timesteps:,} >= {r.n_timesteps:,} steps "
@@ -481,6 +484,32 @@ def run(plan: Plan) -> int:
         _close(venv, interrupted)
         _close(eval_base, interrupted)
         signal.signal(signal.SIGTERM, previous_term)
+
+
+def _imitate(plan: Plan, r: Any, model: Any, run_dir: Path, callbacks: list, say: Any) -> None:
+    """Behaviour cloning + DAgger from the recipe's scripted expert, then one evaluation (step 0)."""
+    from kai_drive.training import runs
+    from kai_drive.training.callbacks import EvalCallback
+    from kai_drive.training.envs import make_vec_env
+    from kai_drive.training.imitation import run_imitation
+
+    im = r.imitation
+    dagger = f"{im.dagger_rounds} DAgger rounds x {im.dagger_episodes} episodes" if im.dagger_rounds else "no DAgger"
+    say(f"  imitation: expert {im.expert}, {im.episodes} demonstrations, {dagger}, {im.epochs} epochs per fit")
+    t0 = time.perf_counter()
+
+    def make_venv():
+        return make_vec_env(plan.env_id, train_env_config(r), im.n_envs, "subproc", "train", r.frame_stack,
+                            seed=plan.seed + 100_003, encoder=r.encoder, expert=im.expert)
+
+    history = run_imitation(model, make_venv, im, seed=plan.seed, log=say, logger=model.logger)
+    wall = time.perf_counter() - t0
+    runs.write_json(run_dir / "imitation.json", {"wall_time_s": round(wall, 1), "rounds": history})
+    say(f"  imitation done in {wall:.0f} s")
+    for cb in callbacks:
+        if isinstance(cb, EvalCallback):
+            cb.init_callback(model)
+            cb.run_eval()
 
 
 def _raise_interrupt(signum, frame):  # SIGTERM -> the same clean stop as Ctrl-C

@@ -239,3 +239,26 @@ def test_wilson_interval():
     lo, hi = wilson_interval(95, 100)
     assert 0.88 < lo < 0.89 and 0.97 < hi < 0.98
     assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_wrist_camera_moves_and_turns_with_the_gripper(make):
+    import math
+
+    cfg = {"task.assisted": True, "task.camera_mount": "wrist", "sensors.camera.position_m": [0.14, 0.0, 0.14],
+           "sensors.camera.pitch_deg": -45, "sensors.camera.yaw_deg": 180, "sensors.camera.fov_deg": 60}
+    env = make(config=cfg)
+    obs, _ = env.reset(seed=4)
+    task = env.unwrapped.task
+    m0 = task.sensor_mount(env.unwrapped.world)
+    assert np.allclose(m0.position, task.ego.ee_pose()[:3])
+    for _ in range(4):  # move +x and turn the gripper
+        obs2, *_ = env.step(np.array([1.0, 0.0, 1.0], dtype=np.float32))
+    m1 = task.sensor_mount(env.unwrapped.world)
+    x, y, z, yaw = task.ego.ee_pose()
+    assert np.allclose(m1.position, [x, y, z]) and m1.position[0] > m0.position[0] + 0.05
+    assert np.allclose(m1.rotation[:2, 0], [math.cos(yaw), math.sin(yaw)]) and abs(yaw) > 0.5
+    assert not np.array_equal(obs["camera"], obs2["camera"])
+    # the shoulder camera stays where the YAML puts it, in the world frame
+    fixed = make(config={"task.assisted": True}).unwrapped
+    fixed.reset(seed=4)
+    assert np.allclose(fixed.task.sensor_mount(fixed.world).position, 0.0)

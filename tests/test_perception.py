@@ -71,6 +71,25 @@ def test_encoder_shapes_rgbd_and_depth_matters():
     assert not torch.allclose(enc(moved), out)
 
 
+def test_spatial_softmax_head_gives_keypoints_that_follow_a_bright_spot():
+    from kai_drive.perception.encoders import SpatialSoftmax
+
+    ss = SpatialSoftmax(9, 9)
+    maps = torch.full((1, 1, 9, 9), -10.0)
+    maps[0, 0, 2, 7] = 10.0  # row 2, column 7
+    x, y = ss(maps)[0].tolist()
+    assert x == pytest.approx(0.75, abs=1e-3) and y == pytest.approx(-0.5, abs=1e-3)  # linspace(-1, 1, 9)
+    sp = rgbd_space()
+    enc = MultiModalEncoder(sp, {"camera_head": "spatial_softmax", "keypoints": 8, "camera_strides": [2, 1, 1, 1]})
+    obs = batch_of(sp, 4)
+    out = enc(obs)
+    assert out.shape == (4, 128) and torch.isfinite(out).all()
+    out.sum().backward()
+    assert enc.encoders["camera"].keypoints.log_temperature.grad is not None
+    with pytest.raises(ValueError, match="camera_head"):
+        EncoderConfig(camera_head="pool")
+
+
 def test_channel_first_camera_gives_same_features():
     """SB3's VecTransposeImage hands CxHxW floats in [0, 1]; same weights -> same features."""
     sp = lane_keep_space()

@@ -3,7 +3,8 @@
 All modules are built from an observation space (``spaces.Dict``), never from an env:
 
 * :class:`CameraEncoder` — a DrQ-v2-style stack of 4 conv layers of 32 channels (3x3, ReLU) with a
-  linear + LayerNorm + tanh trunk. Input uint8 ``HxWxC`` (or float in [0, 1], either layout) ->
+  linear + LayerNorm + tanh trunk; optionally (``camera_head: spatial_softmax``) a 1x1 conv to
+  ``keypoints`` maps and a :class:`SpatialSoftmax` (expected x, y of each map) before the trunk. Input uint8 ``HxWxC`` (or float in [0, 1], either layout) ->
   float / 255; an optional depth image (metres) is an extra channel, scaled by ``1 / depth_scale_m``.
   The default strides (2, 2, 2, 1) are cheaper than DrQ-v2's (2, 1, 1, 1): 64x64 -> 5x5x32.
 * :class:`LidarEncoder` — 1-D convolutions over the beams with *circular* padding (the scan wraps
@@ -36,6 +37,8 @@ class EncoderConfig:
     camera_channels: int = 32
     camera_strides: tuple[int, ...] = (2, 2, 2, 1)
     camera_dim: int = 64
+    camera_head: str = "flatten"  # "flatten" | "spatial_softmax" (keypoints, for localisation: grasping)
+    keypoints: int = 32
     depth_scale_m: float = 20.0
     lidar_channels: tuple[int, ...] = (16, 32, 32)
     lidar_kernel: int = 5
@@ -50,6 +53,8 @@ class EncoderConfig:
     def __post_init__(self) -> None:
         self.camera_strides = tuple(int(s) for s in self.camera_strides)
         self.lidar_channels = tuple(int(c) for c in self.lidar_channels)
+        if self.camera_head not in ("flatten", "spatial_softmax"):
+            raise ValueError(f"EncoderConfig.camera_head must be 'flatten' or 'spatial_softmax', got {self.camera_head!r}")
         if self.fusion not in ("concat", "attention"):
             raise ValueError(f"EncoderConfig.fusion must be 'concat' or 'attention', got {self.fusion!r}")
         if self.lidar_kernel % 2 != 1:
@@ -87,11 +92,18 @@ class CameraEncoder(nn.Module):
         for s in cfg.camera_strides:
             layers += [nn.Conv2d(c, cfg.camera_channels, 3, stride=s), nn.ReLU()]
             c = cfg.camera_channels
+        self.keypoints: SpatialSoftmax | None = None
+        if cfg.camera_head == "spatial_softmax":
+            layers.append(nn.Conv2d(c, cfg.keypoints, 1))
         self.convs = nn.Sequential(*layers)
         with torch.no_grad():
-            n = self.convs(torch.zeros(1, self.in_channels, height, width)).numel()
-        if n == 0:
+            out = self.convs(torch.zeros(1, self.in_channels, height, width))
+        if out.numel() == 0:
             raise ValueError(f"camera image {height}x{width} is too small for strides {cfg.camera_strides}")
+        n = out.numel()
+        if cfg.camera_head == "spatial_softmax":
+            self.keypoints = SpatialSoftmax(out.shape[-2], out.shape[-1])
+            n = 2 * cfg.keypoints
         self.trunk = _trunk(n, cfg.camera_dim)
         self.out_dim = cfg.camera_dim
 
@@ -102,7 +114,27 @@ class CameraEncoder(nn.Module):
             if depth is None:
                 raise ValueError("this camera encoder was built with a depth channel; pass obs['depth']")
             x = torch.cat([x, (depth.unsqueeze(1) / self.depth_scale_m).clamp(0.0, 1.0)], dim=1)
-        return self.trunk(self.convs(x - 0.5).flatten(1))
+        x = self.convs(x - 0.5)
+        if self.keypoints is not None:
+            x = self.keypoints(x)
+        return self.trunk(x.flatten(1))
+
+
+class SpatialSoftmax(nn.Module):
+    """Feature maps (B, K, H, W) -> K expected image coordinates (B, 2K) in [-1, 1] (soft arg-max with a
+    learned temperature; Levine et al. 2016, "End-to-End Training of Deep Visuomotor Policies"): each
+    channel becomes a keypoint, which is what a policy that must *locate* things (grasping) needs."""
+
+    def __init__(self, height: int, width: int) -> None:
+        super().__init__()
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
+        self.register_buffer("grid", torch.stack([xs.flatten(), ys.flatten()], dim=1), persistent=False)  # (HW, 2)
+        self.log_temperature = nn.Parameter(torch.zeros(1))
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        b, k, h, w = maps.shape
+        attn = torch.softmax(maps.reshape(b, k, h * w) / self.log_temperature.exp(), dim=-1)
+        return (attn @ self.grid).reshape(b, 2 * k)
 
 
 class LidarEncoder(nn.Module):

@@ -8,6 +8,10 @@ It proves the env is solvable and produces demonstrations::
 Per episode: pick the object whose top is highest (ties: nearest the gripper), find the yaw at which
 its points (world frame, from the simulator) are narrowest across the fingers, move above it, rotate,
 descend, close, lift, hold. If the object slips out, open and try again while time remains.
+
+In assisted mode (``task.assisted``, action ``(dx, dy, dyaw)``) it steers above the object nearest to
+the gripper, at the grasp yaw needing the least turn (:func:`grasp_near`), while the env descends:
+labels that a camera can predict, for imitation (:mod:`kai_drive.training.imitation`).
 Actions are ordinary env actions (``Box([-1, 1]^5)``), so the recorded (obs, action) pairs are valid
 demonstrations for imitation or offline RL.
 """
@@ -45,6 +49,27 @@ def grasp_for(points: np.ndarray, yaw_step_rad: float = math.radians(5)) -> tupl
             centre = ca * a + cb * b
             best = (float(centre[0]), float(centre[1]), float(yaw), float(width))
     return best
+
+
+def grasp_near(points: np.ndarray, current_yaw: float, slack_m: float = 0.01,
+               yaw_step_rad: float = math.radians(5)) -> tuple[float, float, float]:
+    """The top-down grasp ``(x, y, yaw)`` needing the least rotation from ``current_yaw``: among the yaws
+    in [-pi/2, pi/2] at which the object is at most ``slack_m`` wider across the fingers than at its
+    narrowest, the one closest to ``current_yaw``. Unlike :func:`grasp_for` it is a smooth, unambiguous
+    function of what a camera sees (a round object needs no rotation; no flips between +-pi/2), which
+    makes its actions learnable labels for imitation."""
+    xy = points[:, :2]
+    cands = []
+    for yaw in np.arange(-math.pi / 2, math.pi / 2 + 1e-9, yaw_step_rad):
+        a = np.array([-math.sin(yaw), math.cos(yaw)])
+        b = np.array([math.cos(yaw), math.sin(yaw)])
+        pa, pb = xy @ a, xy @ b
+        centre = 0.5 * (pa.max() + pa.min()) * a + 0.5 * (pb.max() + pb.min()) * b
+        cands.append((float(pa.max() - pa.min()), float(yaw), float(centre[0]), float(centre[1])))
+    narrowest = min(c[0] for c in cands)
+    ok = [c for c in cands if c[0] <= narrowest + slack_m]
+    w, yaw, x, y = min(ok, key=lambda c: abs(c[1] - current_yaw))
+    return x, y, yaw
 
 
 class ScriptedGraspPolicy:
@@ -89,6 +114,25 @@ class ScriptedGraspPolicy:
                 best, key = i, k
         return best
 
+    def _nearest(self) -> int | None:
+        """The reachable object nearest to the gripper in x, y (assisted mode: what a camera shows
+        unambiguously; heights need not be compared)."""
+        from kai_drive.tasks.grasping import FLOOR_Z, TRAY_CENTER
+
+        task = self.task
+        ee = task.ego.target[:2]
+        best, dist = None, math.inf
+        for i in range(len(task.objects)):
+            c = task.object_points_world(i).mean(axis=0)
+            if max(abs(c[0] - TRAY_CENTER[0]), abs(c[1] - TRAY_CENTER[1])) > task.t.workspace_half_m + 0.02:
+                continue
+            if c[2] < FLOOR_Z - 0.02:
+                continue
+            d = float(np.hypot(c[0] - ee[0], c[1] - ee[1]))
+            if d < dist:
+                best, dist = i, d
+        return best
+
     def _grasp_plan(self, i: int) -> tuple[float, float, float, float]:
         """(x, y, z_grasp, yaw) of the end effector for object ``i``."""
         task = self.task
@@ -112,6 +156,8 @@ class ScriptedGraspPolicy:
 
     # -- acting ----------------------------------------------------------------------------------
     def act(self, obs: Any = None) -> np.ndarray:
+        if self.task.t.assisted:
+            return self._act_assisted()
         task = self.task
         ee = task.ego.ee_pose()
         cur = task.ego.target
@@ -146,6 +192,28 @@ class ScriptedGraspPolicy:
                 return self._to(goal, -1.0)
             return self._to(goal, 1.0)
         raise RuntimeError(f"unknown phase {self.phase}")
+
+
+    def acting(self) -> bool:
+        """Whether the env uses the next action (assisted mode ignores it once the descent is over)."""
+        return not self.task.t.assisted or self.task.stats.phase == "descend"
+
+    def _act_assisted(self) -> np.ndarray:
+        """Assisted mode (``Box([-1, 1]^3)`` = dx, dy, dyaw): steer above the chosen object's grasp point
+        at its grasp yaw while the env descends; re-choose every 5 steps (objects may be nudged)."""
+        task = self.task
+        self.phase_steps += 1
+        a = np.zeros(3, dtype=np.float32)
+        if task.stats.phase != "descend":
+            return a  # the env closes and lifts by itself; actions are ignored
+        if self.target is None or self.phase_steps % 5 == 1:
+            self.target = self._nearest()
+        if self.target is None:
+            return a
+        x, y, yaw = grasp_near(task.object_points_world(self.target), float(task.ego.target[3]))
+        b = self._to(np.array([x, y, task.ego.target[2], yaw]), 0.0)
+        a[:2], a[2] = b[:2], b[3]
+        return a
 
 
 def run_episodes(
@@ -220,13 +288,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--episodes", type=int, default=100)
     ap.add_argument("--split", choices=("train", "test"), default="train")
     ap.add_argument("--seed", type=int, default=0, help="first episode seed (episodes use seed, seed+1, ...)")
+    ap.add_argument("--assisted", action="store_true",
+                    help="assisted mode (task.assisted: the env descends, closes and lifts; the policy steers "
+                         "above the nearest object at the yaw needing the least turn)")
     ap.add_argument("--demos", default=None, help="save (obs, action, reward, ...) of every step to this .npz")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
-    r = run_episodes(args.episodes, args.split, args.seed, demos=args.demos, verbose=args.verbose)
+    config = {"task.assisted": True} if args.assisted else None
+    r = run_episodes(args.episodes, args.split, args.seed, config=config, demos=args.demos, verbose=args.verbose)
     lo, hi = r["wilson95"]
     print(
-        f"scripted grasp, split={r['split']}: success {r['successes']}/{r['episodes']} = {100 * r['success_rate']:.1f} % "
+        f"scripted grasp{' (assisted)' if args.assisted else ''}, split={r['split']}: success {r['successes']}/{r['episodes']} = {100 * r['success_rate']:.1f} % "
         f"(95 % Wilson interval {100 * lo:.1f}-{100 * hi:.1f} %), mean episode {r['mean_steps']:.1f} steps, "
         f"{r['steps_per_s']:.0f} steps/s"
     )

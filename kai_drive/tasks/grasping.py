@@ -71,6 +71,12 @@ class GraspTaskSpec(_Strict):
     friction: float = Field(1.0, gt=0, le=3)
     solver_iterations: int = Field(20, ge=5, le=200, description="PyBullet numSolverIterations for this cell (default 50 costs ~2x the physics time)")
     settle_s: float = Field(0.3, ge=0, le=3, description="objects settle at least this long (then until at rest, <= 2 s more) before the first step")
+    camera_mount: Literal["shoulder", "wrist"] = Field(
+        "shoulder",
+        description="shoulder: sensors.camera.position_m/pitch/yaw are in the world frame (a fixed camera); "
+        "wrist: they are in the gripper frame (origin between the fingertips, x away from the arm at yaw 0, "
+        "y along the closing axis), so the camera moves and turns with the hand (eye-in-hand)",
+    )
     assisted: bool = Field(False, description="automatic descend / close / lift; action = (dx, dy, dyaw)")
     max_step_m: float = Field(0.03, gt=0, le=0.1, description="end-effector translation per step at |a| = 1")
     max_yaw_step_rad: float = Field(0.3, gt=0, le=1.0)
@@ -216,8 +222,13 @@ class GraspTask:
 
     # -- what sensors and the renderer need ------------------------------------------------------
     def sensor_mount(self, world: World) -> Mount:
-        """The camera is fixed in the workcell: the mount is the world frame (camera pose = world pose)."""
-        return self._mount
+        """``camera_mount: shoulder``: the camera is fixed in the workcell (the mount is the world frame);
+        ``wrist``: the mount is the gripper frame (between the fingertips, turned by the gripper's yaw)."""
+        if self.t.camera_mount == "shoulder":
+            return self._mount
+        x, y, z, yaw = self.ego.ee_pose()
+        c, s = math.cos(yaw), math.sin(yaw)
+        return Mount(np.array([x, y, z]), np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]), 0.0)
 
     def chase_view(self, distance_m: float, height_m: float) -> tuple[list[float], list[float]]:
         """A view of the workcell from the front-right, ``distance_m`` from the tray, ``height_m`` high."""

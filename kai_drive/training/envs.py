@@ -149,8 +149,12 @@ def make_env_fn(
     split: Split,
     render_mode: str | None = None,
     in_subprocess: bool = False,
+    expert: str | None = None,
 ) -> Callable[[], gymnasium.Env]:
-    """A picklable thunk building one wrapped env (runs inside the worker for SubprocVecEnv)."""
+    """A picklable thunk building one wrapped env (runs inside the worker for SubprocVecEnv).
+
+    ``expert``: a name of :data:`kai_drive.training.imitation.EXPERTS`; the env then carries
+    :class:`~kai_drive.training.imitation.ExpertLabels` (imitation data collection)."""
 
     def _init() -> gymnasium.Env:
         if in_subprocess:
@@ -161,6 +165,10 @@ def make_env_fn(
         import kai_drive  # noqa: F401  (registers the envs in a fresh worker)
 
         env = gymnasium.make(env_id, config=dict(env_config), render_mode=render_mode)
+        if expert is not None:
+            from kai_drive.training.imitation import ExpertLabels
+
+            env = ExpertLabels(env, expert)
         env = RoadSeeds(env, split)
         env = EpisodeMetrics(env)
         return Monitor(env)
@@ -184,6 +192,7 @@ def make_vec_env(
     seed: int | None = None,
     render_mode: str | None = None,
     encoder: Any = None,
+    expert: str | None = None,
 ):
     """The VecEnv (without VecNormalize, see :func:`wrap_normalize`).
 
@@ -192,7 +201,7 @@ def make_vec_env(
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack
 
     subproc = vec_env == "subproc" and n_envs > 1
-    fns = [make_env_fn(env_id, env_config, split, render_mode, in_subprocess=subproc) for _ in range(n_envs)]
+    fns = [make_env_fn(env_id, env_config, split, render_mode, in_subprocess=subproc, expert=expert) for _ in range(n_envs)]
     venv = SubprocVecEnv(fns, start_method="forkserver") if subproc else DummyVecEnv(fns)
     if seed is not None:
         venv.seed(seed)

@@ -153,6 +153,37 @@ class EncoderSettings(_Strict):
     device: str = Field("auto", description="auto (cuda when available) | cpu | cuda | cuda:N")
 
 
+class ImitationSettings(_Strict):
+    """Warm-start the policy before RL: behaviour cloning + DAgger from a privileged scripted expert
+    (:mod:`kai_drive.training.imitation`). The expert reads simulator state; the policy only sees
+    observations. Runs once, before the first RL step (not again on ``--resume``); on-policy only."""
+
+    expert: str = Field(..., description="scripted expert (kai_drive.training.imitation.EXPERTS): scripted-grasp | idm-pure-pursuit")
+    episodes: int = Field(200, ge=1, description="expert-driven demonstration episodes")
+    demo_noise_std: float = Field(0.0, ge=0, le=2, description="Gaussian noise on the expert's executed actions (DART)")
+    dagger_rounds: int = Field(2, ge=0, le=50, description="DAgger rounds after the demonstrations")
+    dagger_episodes: int = Field(100, ge=1, description="student-driven, expert-labelled episodes per DAgger round")
+    dagger_noise_std: float = Field(0.0, ge=0, le=2, description="Gaussian noise on the student's executed actions")
+    epochs: int = Field(10, ge=1, description="passes over the aggregate data set after each round")
+    batch_size: int = Field(128, ge=1)
+    learning_rate: float = Field(3.0e-4, gt=0, description="Adam, behaviour cloning (1e-3 left BC stuck at predicting the mean on grasp)")
+    augment_pad: int = Field(4, ge=0, le=16, description="random-shift augmentation of images, pixels (0 = off)")
+    n_envs: int = Field(2, ge=1, le=64, description="parallel envs (subprocess) for data collection")
+    cut_idle: bool = Field(
+        True, description="reset an env once it ignores actions (assisted grasp after the descent): nothing left to label"
+    )
+    log_std: float | None = Field(-1.0, description="set the policy's log std to this before RL (null = keep)")
+
+    @field_validator("expert")
+    @classmethod
+    def _known_expert(cls, value: str) -> str:
+        from kai_drive.training.imitation import EXPERTS
+
+        if value not in EXPERTS:
+            raise ValueError(f"expert {value!r} is not one of {sorted(EXPERTS)}")
+        return value
+
+
 class Recipe(_Strict):
     """One algorithm's recipe for one env (an entry of ``agents/<algo>.yaml``)."""
 
@@ -178,6 +209,9 @@ class Recipe(_Strict):
         "(grasp: task.object_split: test)",
     )
     hyperparams: dict[str, Any] = Field(default_factory=dict)
+    imitation: ImitationSettings | None = Field(
+        None, description="behaviour cloning + DAgger from a scripted expert before RL (docs/training.md)"
+    )
     action_noise: ActionNoise | None = None
     eval: EvalSettings = EvalSettings()
     checkpoint_freq: int = Field(50_000, ge=0, description="env steps between checkpoints; 0 = only at the end")
@@ -269,7 +303,7 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in flat.items():
         head, _, rest = key.partition(".")
-        if head in ("env_config", "train_env_config") and rest:
+        if head in ("env_config", "train_env_config", "eval_env_config") and rest:
             out = deep_merge(out, {head: {rest: value}})
         else:
             out = deep_merge(out, dotted_to_nested({key: value}))
@@ -333,6 +367,15 @@ def validate_recipe(data: Mapping[str, Any], source: str, prefix: str = "") -> R
 def check_algo_args(recipe: Recipe, algo: str, source: str, prefix: str = "") -> None:
     """Hyperparameters and policy_kwargs must be arguments of the algorithm / policy constructors."""
     cls = algorithms()[algo]
+    if recipe.imitation is not None and algo in OFF_POLICY:
+        raise RecipeError(
+            f"{source}: {prefix}imitation: behaviour cloning warm-starts on-policy algorithms (ppo) only, not {algo}"
+        )
+    if recipe.imitation is not None and recipe.normalisation.enabled and recipe.normalisation.norm_obs:
+        raise RecipeError(
+            f"{source}: {prefix}imitation: needs normalisation.norm_obs: false (demonstrations are recorded "
+            "before any observation statistics exist)"
+        )
     params = inspect.signature(cls.__init__).parameters
     for key in recipe.hyperparams:
         if key in _RESERVED_HYPERPARAMS:
