@@ -8,12 +8,12 @@ It proves the env is solvable and produces demonstrations::
 Per episode: pick the object whose top is highest (ties: nearest the gripper), find the yaw at which
 its points (world frame, from the simulator) are narrowest across the fingers, move above it, rotate,
 descend, close, lift, hold. If the object slips out, open and try again while time remains.
+Actions are ordinary env actions (``Box([-1, 1]^5)``), so the recorded (obs, action) pairs are valid
+demonstrations for imitation or offline RL.
 
 In assisted mode (``task.assisted``, action ``(dx, dy, dyaw)``) it steers above the object nearest to
 the gripper, at the grasp yaw needing the least turn (:func:`grasp_near`), while the env descends:
 labels that a camera can predict, for imitation (:mod:`kai_drive.training.imitation`).
-Actions are ordinary env actions (``Box([-1, 1]^5)``), so the recorded (obs, action) pairs are valid
-demonstrations for imitation or offline RL.
 """
 
 from __future__ import annotations
@@ -32,22 +32,29 @@ __all__ = ["ScriptedGraspPolicy", "wilson_interval", "run_episodes"]
 
 
 
-
-def grasp_for(points: np.ndarray, yaw_step_rad: float = math.radians(5)) -> tuple[float, float, float, float]:
-    """Narrowest top-down grasp of a point cloud (N, 3): ``(x, y, yaw, width)``.
-
-    The closing axis at yaw ``y`` is ``(-sin y, cos y)`` (see :mod:`kai_drive.sim.arm`)."""
+def _top_down_grasps(points: np.ndarray, yaw_step_rad: float, include_end: bool) -> list[tuple[float, float, float, float]]:
+    """``(width, yaw, x, y)`` of the top-down grasp at each yaw from -pi/2 in steps of ``yaw_step_rad``
+    (up to pi/2, included with ``include_end``): the object's extent across the fingers and the centre
+    of its bounding box in the gripper's axes. The closing axis at yaw ``y`` is ``(-sin y, cos y)``
+    (see :mod:`kai_drive.sim.arm`)."""
     xy = points[:, :2]
-    best = None
-    for yaw in np.arange(-math.pi / 2, math.pi / 2, yaw_step_rad):
+    out = []
+    for yaw in np.arange(-math.pi / 2, math.pi / 2 + (1e-9 if include_end else 0.0), yaw_step_rad):
         a = np.array([-math.sin(yaw), math.cos(yaw)])
         b = np.array([math.cos(yaw), math.sin(yaw)])
         pa, pb = xy @ a, xy @ b
-        width = pa.max() - pa.min()
+        centre = 0.5 * (pa.max() + pa.min()) * a + 0.5 * (pb.max() + pb.min()) * b
+        out.append((float(pa.max() - pa.min()), float(yaw), float(centre[0]), float(centre[1])))
+    return out
+
+
+def grasp_for(points: np.ndarray, yaw_step_rad: float = math.radians(5)) -> tuple[float, float, float, float]:
+    """Narrowest top-down grasp of a point cloud (N, 3): ``(x, y, yaw, width)`` (the first yaw, from
+    -pi/2, within 1e-6 m of the narrowest width)."""
+    best = None
+    for width, yaw, x, y in _top_down_grasps(points, yaw_step_rad, include_end=False):
         if best is None or width < best[3] - 1e-6:
-            ca, cb = 0.5 * (pa.max() + pa.min()), 0.5 * (pb.max() + pb.min())
-            centre = ca * a + cb * b
-            best = (float(centre[0]), float(centre[1]), float(yaw), float(width))
+            best = (x, y, yaw, width)
     return best
 
 
@@ -58,17 +65,10 @@ def grasp_near(points: np.ndarray, current_yaw: float, slack_m: float = 0.01,
     narrowest, the one closest to ``current_yaw``. Unlike :func:`grasp_for` it is a smooth, unambiguous
     function of what a camera sees (a round object needs no rotation; no flips between +-pi/2), which
     makes its actions learnable labels for imitation."""
-    xy = points[:, :2]
-    cands = []
-    for yaw in np.arange(-math.pi / 2, math.pi / 2 + 1e-9, yaw_step_rad):
-        a = np.array([-math.sin(yaw), math.cos(yaw)])
-        b = np.array([math.cos(yaw), math.sin(yaw)])
-        pa, pb = xy @ a, xy @ b
-        centre = 0.5 * (pa.max() + pa.min()) * a + 0.5 * (pb.max() + pb.min()) * b
-        cands.append((float(pa.max() - pa.min()), float(yaw), float(centre[0]), float(centre[1])))
+    cands = _top_down_grasps(points, yaw_step_rad, include_end=True)
     narrowest = min(c[0] for c in cands)
     ok = [c for c in cands if c[0] <= narrowest + slack_m]
-    w, yaw, x, y = min(ok, key=lambda c: abs(c[1] - current_yaw))
+    _, yaw, x, y = min(ok, key=lambda c: abs(c[1] - current_yaw))
     return x, y, yaw
 
 
@@ -96,12 +96,11 @@ class ScriptedGraspPolicy:
     def task(self):
         return self.env.unwrapped.task
 
-    def _choose(self) -> int | None:
-        task = self.task
+    def _reachable(self):
+        """``(index, points, centroid)`` of every object still in the tray and within reach."""
         from kai_drive.tasks.grasping import FLOOR_Z, TRAY_CENTER
 
-        ee = task.ego.ee_pose()[:3]
-        best, key = None, None
+        task = self.task
         for i in range(len(task.objects)):
             pts = task.object_points_world(i)
             c = pts.mean(axis=0)
@@ -109,6 +108,13 @@ class ScriptedGraspPolicy:
                 continue  # out of reach (or out of the tray)
             if c[2] < FLOOR_Z - 0.02:
                 continue
+            yield i, pts, c
+
+    def _choose(self) -> int | None:
+        """The object whose top is highest (to the cm), ties: nearest the gripper."""
+        ee = self.task.ego.ee_pose()[:3]
+        best, key = None, None
+        for i, pts, c in self._reachable():
             k = (-round(pts[:, 2].max(), 2), float(np.linalg.norm(c[:2] - ee[:2])))
             if key is None or k < key:
                 best, key = i, k
@@ -117,17 +123,9 @@ class ScriptedGraspPolicy:
     def _nearest(self) -> int | None:
         """The reachable object nearest to the gripper in x, y (assisted mode: what a camera shows
         unambiguously; heights need not be compared)."""
-        from kai_drive.tasks.grasping import FLOOR_Z, TRAY_CENTER
-
-        task = self.task
-        ee = task.ego.target[:2]
+        ee = self.task.ego.target[:2]
         best, dist = None, math.inf
-        for i in range(len(task.objects)):
-            c = task.object_points_world(i).mean(axis=0)
-            if max(abs(c[0] - TRAY_CENTER[0]), abs(c[1] - TRAY_CENTER[1])) > task.t.workspace_half_m + 0.02:
-                continue
-            if c[2] < FLOOR_Z - 0.02:
-                continue
+        for i, _, c in self._reachable():
             d = float(np.hypot(c[0] - ee[0], c[1] - ee[1]))
             if d < dist:
                 best, dist = i, d
@@ -192,7 +190,6 @@ class ScriptedGraspPolicy:
                 return self._to(goal, -1.0)
             return self._to(goal, 1.0)
         raise RuntimeError(f"unknown phase {self.phase}")
-
 
     def acting(self) -> bool:
         """Whether the env uses the next action (assisted mode ignores it once the descent is over)."""

@@ -182,7 +182,7 @@ def collect(
     return {
         "episodes": done_eps,
         "success_rate": successes / finished if finished else None,
-        "mean_return": float(np.mean(ep_returns)) if ep_returns else 0.0,
+        "mean_return": float(np.mean(ep_returns)) if ep_returns else None,
         "env_steps": steps,
         "samples": kept,
     }
