@@ -354,6 +354,9 @@ def run(plan: Plan) -> int:
             rb = plan.resume / "checkpoints" / "replay_buffer.pkl"
             if plan.algo in OFF_POLICY and rb.is_file():
                 model.load_replay_buffer(str(rb))
+        from kai_drive.perception.sb3 import check_lr_scales
+
+        check_lr_scales(model.policy)  # an encoder lr_scale the optimizer would ignore is an error, not a no-op
 
         # -- the run folder (only now: everything is validated and built) ---------------------------
         if plan.resume is None:

@@ -327,3 +327,72 @@ def test_ablation_statistics_and_arms_validate():
     a = summarise(rows)["a"]
     assert a["success_per_seed"] == [0.75, 1.0] and a["pooled"] == "7/8"
     assert abs(a["success_mean"] - 0.875) < 1e-12 and a["train_wall_time_s_mean"] == 10.5
+
+
+def test_scaled_lr_adam_scales_only_tagged_parameters_and_keeps_the_schedule():
+    from kai_drive.perception.sb3 import LR_SCALE_ATTR, ScaledLRAdam
+
+    slow, fast = torch.nn.Parameter(torch.zeros(4)), torch.nn.Parameter(torch.zeros(4))
+    setattr(slow, LR_SCALE_ATTR, 0.1)
+    opt = ScaledLRAdam([fast, slow], lr=0.01)
+    assert sorted(g["lr_scale"] for g in opt.param_groups) == [0.1, 1.0]
+    for p in (slow, fast):
+        p.grad = torch.tensor([1.0, -2.0, 3.0, -4.0])
+    opt.step()
+    # Adam's first step moves every weight by lr * sign(grad) (bias-corrected, eps aside)
+    assert torch.allclose(fast.detach().abs(), torch.full((4,), 0.01), rtol=1e-4)
+    assert torch.allclose(slow.detach().abs(), torch.full((4,), 0.001), rtol=1e-4)
+    assert all(g["lr"] == 0.01 for g in opt.param_groups)  # the scheduled lr is what stays stored
+    # a schedule writing lr into every group (SB3's update_learning_rate) keeps the ratio; the state dict round-trips
+    for g in opt.param_groups:
+        g["lr"] = 0.02
+    again = ScaledLRAdam([fast, slow], lr=0.5)
+    again.load_state_dict(opt.state_dict())
+    assert sorted((g["lr"], g["lr_scale"]) for g in again.param_groups) == [(0.02, 0.1), (0.02, 1.0)]
+
+
+def test_extractor_lr_scale_inside_ppo_and_its_guards(tmp_path):
+    from stable_baselines3 import PPO
+
+    from kai_drive.perception import PerceptionExtractor, ScaledLRAdam, check_lr_scales
+
+    env = gymnasium.make(LANE_KEEP)
+    kw = dict(features_extractor_class=PerceptionExtractor,
+              features_extractor_kwargs=dict(pretrained="lane-keep", freeze=False, lr_scale=0.1))
+    model = PPO("MultiInputPolicy", env, n_steps=32, batch_size=16, n_epochs=1, seed=0, device="cpu",
+                policy_kwargs=dict(kw, optimizer_class=ScaledLRAdam, share_features_extractor=False))
+    groups = {g["lr_scale"]: {id(p) for p in g["params"]} for g in model.policy.optimizer.param_groups}
+    encoders = [model.policy.pi_features_extractor.encoder, model.policy.vf_features_extractor.encoder]
+    assert groups[0.1] == {id(p) for enc in encoders for p in enc.parameters()}
+    assert {id(p) for p in model.policy.action_net.parameters()} <= groups[1.0]
+    check_lr_scales(model.policy)
+    before = _params(encoders[0])
+    model.learn(32)
+    assert any(not torch.equal(a, b) for a, b in zip(before, _params(encoders[0])))
+    # save / load (resume) rebuilds the same groups and restores Adam's state
+    model.save(tmp_path / "m.zip")
+    loaded = PPO.load(tmp_path / "m.zip", env=env, device="cpu")
+    assert isinstance(loaded.policy.optimizer, ScaledLRAdam)
+    assert sorted(g["lr_scale"] for g in loaded.policy.optimizer.param_groups) == [0.1, 1.0]
+    assert len(loaded.policy.optimizer.state) == len(model.policy.optimizer.state) > 0
+    # plain Adam would silently ignore the scale: refused
+    plain = PPO("MultiInputPolicy", env, n_steps=32, seed=0, device="cpu", policy_kwargs=kw)
+    with pytest.raises(ValueError, match="ScaledLRAdam"):
+        check_lr_scales(plain.policy)
+    with pytest.raises(ValueError, match="fine-tuning"):
+        PerceptionExtractor(env.observation_space, pretrained="lane-keep", freeze=True, lr_scale=0.1)
+    env.close()
+
+
+def test_recipe_lr_scale_picks_scaled_adam_and_refuses_other_optimizers():
+    from kai_drive.perception.ablation import ARMS
+    from kai_drive.perception.sb3 import ScaledLRAdam
+    from kai_drive.training.recipe import RecipeError, algo_kwargs, load_recipe, parse_set
+
+    r, _ = load_recipe("ppo", "KaiDrive/LaneKeep-v0", "lane-keep", None, parse_set(ARMS["finetune_lowlr"]))
+    assert algo_kwargs(r, "ppo")["policy_kwargs"]["optimizer_class"] is ScaledLRAdam
+    plain, _ = load_recipe("ppo", "KaiDrive/LaneKeep-v0", "lane-keep", None, parse_set(ARMS["finetune"]))
+    assert "optimizer_class" not in algo_kwargs(plain, "ppo")["policy_kwargs"]
+    with pytest.raises(RecipeError, match="lr_scale"):
+        load_recipe("ppo", "KaiDrive/LaneKeep-v0", "lane-keep", None,
+                    parse_set(ARMS["finetune_lowlr"] + ["policy_kwargs.optimizer_class=rmsprop"]))

@@ -16,11 +16,13 @@ from kai_drive.perception.weights import load_encoder, resolve_device, shipped_w
 __all__ = [
     "EncoderConfig", "MultiModalEncoder", "SpecMismatchError", "canonical_spec", "load_encoder", "resolve_device",
     "shipped_weights", "PerceptionExtractor", "EncodedVecEnv", "ShiftCombinedExtractor", "attach_encoder",
+    "ScaledLRAdam", "check_lr_scales",
 ]
 
 
 def __getattr__(name):  # SB3 imports only when the SB3 helpers are used
-    if name in ("PerceptionExtractor", "EncodedVecEnv", "ShiftCombinedExtractor", "attach_encoder"):
+    if name in ("PerceptionExtractor", "EncodedVecEnv", "ShiftCombinedExtractor", "attach_encoder", "ScaledLRAdam",
+                "check_lr_scales"):
         from kai_drive.perception import sb3
 
         return getattr(sb3, name)

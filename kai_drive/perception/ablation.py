@@ -4,15 +4,17 @@ Trains lane-keep with PPO (agents/ppo.yaml's default recipe and hyperparameters,
 inputs) under the same env-step budget, for each arm and seed, through the ordinary training CLI (one run
 folder each, with TensorBoard events and ``final_eval.json``), then aggregates:
 
-=================  ==========================================================================================
-arm                what the policy sees the camera / lidar / state through
-=================  ==========================================================================================
-``scratch``        SB3's ``CombinedExtractor``: NatureCNN on the camera, trained from scratch (+ flatten)
-``scratch_shift``  the same with DrQ random-shift augmentation during updates (the strong baseline)
-``frozen``         the shipped pretrained encoders, frozen; the agent is an MLP on embeddings (``EncodedVecEnv``)
-``finetune``       the shipped pretrained encoders inside the policy, trained with it (``PerceptionExtractor``)
-``frozen_random``  control: a frozen *random-init* encoder of the same shape (isolates what pretraining adds)
-=================  ==========================================================================================
+==================  =========================================================================================
+arm                 what the policy sees the camera / lidar / state through
+==================  =========================================================================================
+``scratch``         SB3's ``CombinedExtractor``: NatureCNN on the camera, trained from scratch (+ flatten)
+``scratch_shift``   the same with DrQ random-shift augmentation during updates (the strong baseline)
+``frozen``          the shipped pretrained encoders, frozen; the agent is an MLP on embeddings (``EncodedVecEnv``)
+``finetune``        the shipped pretrained encoders inside the policy, trained with it (``PerceptionExtractor``)
+``finetune_lowlr``  the same, the encoder at 0.1x the heads' learning rate (``lr_scale: 0.1``, ``ScaledLRAdam``)
+``finetune_split``  the same, actor and critic each with their own encoder copy (``share_features_extractor: false``)
+``frozen_random``   control: a frozen *random-init* encoder of the same shape (isolates what pretraining adds)
+==================  =========================================================================================
 
 Per arm: strict success on held-out roads (mean over seeds, 95 % two-level bootstrap CI: seeds resampled, then
 episodes within each seed), the pooled Wilson interval, and the training wall clock (``status.json``).
@@ -60,6 +62,23 @@ ARMS: dict[str, list[str]] = {
         "policy_kwargs.features_extractor_class=perception",
         "policy_kwargs.features_extractor_kwargs={pretrained: lane-keep, freeze: false}",
         # the encoders standardise their own inputs (as in pretraining); VecNormalize would shift them
+        "normalisation.norm_obs=false",
+    ],
+    # fine-tuning variants (docs/results.md: plain fine-tuning was unstable): the encoder learns 10x slower than
+    # the heads (ScaledLRAdam), and / or actor and critic each get their own copy of the pretrained encoder
+    "finetune_lowlr": [
+        "policy=MultiInputPolicy",
+        "encoder=null",
+        "policy_kwargs.features_extractor_class=perception",
+        "policy_kwargs.features_extractor_kwargs={pretrained: lane-keep, freeze: false, lr_scale: 0.1}",
+        "normalisation.norm_obs=false",
+    ],
+    "finetune_split": [
+        "policy=MultiInputPolicy",
+        "encoder=null",
+        "policy_kwargs.features_extractor_class=perception",
+        "policy_kwargs.features_extractor_kwargs={pretrained: lane-keep, freeze: false}",
+        "policy_kwargs.share_features_extractor=false",
         "normalisation.norm_obs=false",
     ],
     "frozen_random": [

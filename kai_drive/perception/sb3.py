@@ -15,7 +15,8 @@
    over raw observations.
 
 Also :class:`ShiftCombinedExtractor`: SB3's NatureCNN extractor with DrQ random-shift augmentation (the
-"scratch + random shift" baseline).
+"scratch + random shift" baseline), and :class:`ScaledLRAdam`, the Adam that gives a fine-tuned encoder its own
+(smaller) learning rate (``PerceptionExtractor(lr_scale=...)``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,57 @@ from kai_drive.perception.encoders import EncoderConfig, MultiModalEncoder, obs_
 from kai_drive.perception.weights import load_encoder, resolve_device
 
 
+#: attribute set on parameters whose learning rate is the optimizer's times its value (read by ScaledLRAdam)
+LR_SCALE_ATTR = "_kai_lr_scale"
+
+
+class ScaledLRAdam(torch.optim.Adam):
+    """``torch.optim.Adam`` with per-parameter learning-rate multipliers.
+
+    Parameters carrying the attribute ``_kai_lr_scale`` (set by ``PerceptionExtractor(lr_scale=s)``) are put in
+    a param group of their own with ``lr_scale = s``; every step uses ``lr * lr_scale`` for that group. The
+    group's ``lr`` itself stays the scheduled one, so SB3's learning-rate schedule (which writes ``lr`` into every
+    group before each update) keeps working, and so do saving and loading (``lr_scale`` is in the state dict).
+    Without tagged parameters it is plain Adam. Scaling the gradient instead would do nothing: Adam's update
+    does not depend on the gradient's scale.
+    """
+
+    def __init__(self, params: Any, lr: float = 1e-3, **kwargs: Any) -> None:
+        params = list(params)
+        if params and isinstance(params[0], dict):  # already grouped by the caller
+            groups = [{"lr_scale": 1.0, **g} for g in params]
+        else:
+            by_scale: dict[float, list[torch.nn.Parameter]] = {}
+            for param in params:
+                by_scale.setdefault(float(getattr(param, LR_SCALE_ATTR, 1.0)), []).append(param)
+            groups = [{"params": ps, "lr_scale": scale} for scale, ps in by_scale.items()]
+        super().__init__(groups, lr=lr, **kwargs)
+
+    def step(self, closure: Any = None) -> Any:
+        scheduled = [group["lr"] for group in self.param_groups]
+        for group in self.param_groups:
+            group["lr"] = group["lr"] * group.get("lr_scale", 1.0)
+        try:
+            return super().step(closure)
+        finally:
+            for group, lr in zip(self.param_groups, scheduled):
+                group["lr"] = lr
+
+
+def check_lr_scales(policy: torch.nn.Module) -> None:
+    """Raise ``ValueError`` if some trainable parameter of ``policy`` asks for a learning-rate scale
+    (``PerceptionExtractor(lr_scale=...)``) that its optimizer would ignore (an optimizer other than
+    :class:`ScaledLRAdam`)."""
+    tagged = [p for p in policy.parameters() if p.requires_grad and getattr(p, LR_SCALE_ATTR, 1.0) != 1.0]
+    optimizer = getattr(policy, "optimizer", None)
+    if tagged and not isinstance(optimizer, ScaledLRAdam):
+        raise ValueError(
+            f"the features extractor asks for lr_scale={getattr(tagged[0], LR_SCALE_ATTR)}, but the policy's optimizer "
+            f"is {type(optimizer).__name__}, which would ignore it: pass "
+            "policy_kwargs=dict(optimizer_class=kai_drive.perception.sb3.ScaledLRAdam)"
+        )
+
+
 class PerceptionExtractor(BaseFeaturesExtractor):
     """SB3 features extractor: camera/lidar/state encoders fused into ``features_dim`` features.
 
@@ -44,20 +96,35 @@ class PerceptionExtractor(BaseFeaturesExtractor):
         freeze: True keeps every encoder weight fixed (no gradients); False fine-tunes with the policy.
         config: encoder architecture (random init only; pretrained weights bring their own).
         keys: observation keys to encode (default all known ones).
+        lr_scale: when fine-tuning, the encoder's learning rate is the policy's times this (e.g. 0.1: the
+            pretrained weights move 10x slower than the freshly initialised heads). Needs the policy's optimizer
+            to be :class:`ScaledLRAdam` (``policy_kwargs=dict(optimizer_class=ScaledLRAdam)``; training recipes
+            pick it by themselves); any other optimizer would silently ignore it, so :func:`check_lr_scales`
+            (called by ``kai_drive.train``) refuses that.
 
     SB3 normalises uint8 images to [0, 1] before the extractor (``normalize_images=True``, the
     default); the extractor relies on it. Keep it on.
     """
 
     def __init__(self, observation_space: spaces.Dict, pretrained: str | Path | None = None, freeze: bool = False,
-                 config: EncoderConfig | Mapping[str, Any] | None = None, keys: tuple[str, ...] | None = None) -> None:
+                 config: EncoderConfig | Mapping[str, Any] | None = None, keys: tuple[str, ...] | None = None,
+                 lr_scale: float = 1.0) -> None:
+        lr_scale = float(lr_scale)
+        if not lr_scale > 0:
+            raise ValueError(f"lr_scale must be > 0 (got {lr_scale}); use freeze=True to keep the encoder fixed")
+        if freeze and lr_scale != 1.0:
+            raise ValueError("lr_scale only applies when fine-tuning (freeze=False): a frozen encoder does not learn")
         encoder = load_encoder(observation_space, pretrained, config, keys)
         super().__init__(observation_space, features_dim=encoder.features_dim)
         self.encoder = encoder
         self.pretrained = pretrained
         self.freeze = bool(freeze)
+        self.lr_scale = lr_scale
         if self.freeze:
             self.encoder.requires_grad_(False)
+        elif lr_scale != 1.0:
+            for param in self.encoder.parameters():
+                setattr(param, LR_SCALE_ATTR, lr_scale)
 
     def apply(self, fn):
         """SB3's on-policy algorithms (PPO, A2C) re-initialise the features extractor with

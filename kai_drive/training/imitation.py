@@ -230,10 +230,12 @@ def fit_bc(
     actions; returns the mean loss of each epoch."""
     import torch
 
+    from kai_drive.perception.sb3 import ScaledLRAdam
+
     obs, actions = data.arrays()
     n = len(actions)
     params = [p for p in policy.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=learning_rate)
+    opt = ScaledLRAdam(params, lr=learning_rate)  # plain Adam, but honours an encoder's lr_scale as PPO does
     gen = np.random.default_rng(seed)
     losses = []
     policy.set_training_mode(True)

@@ -73,6 +73,13 @@ def _extractors() -> dict[str, Any]:
     }
 
 
+def _encoder_lr_scale(policy_kwargs: dict[str, Any]) -> float:
+    """``features_extractor_kwargs.lr_scale`` of a ``perception`` extractor (1.0 when absent)."""
+    if policy_kwargs.get("features_extractor_class") != "perception":
+        return 1.0
+    return float((policy_kwargs.get("features_extractor_kwargs") or {}).get("lr_scale", 1.0))
+
+
 ACTIVATIONS = ("tanh", "relu", "elu", "leaky_relu", "gelu", "silu", "selu")
 OPTIMIZERS = ("adam", "adamw", "rmsprop")
 #: ``perception`` = kai_drive.perception's camera/lidar/state encoders (docs/perception.md);
@@ -247,6 +254,11 @@ class Recipe(_Strict):
             )
         if "features_extractor" in value:
             raise ValueError("features_extractor (an instance) cannot come from YAML; use features_extractor_class")
+        if _encoder_lr_scale(value) != 1.0 and value.get("optimizer_class", "adam") != "adam":
+            raise ValueError(
+                "features_extractor_kwargs.lr_scale needs Adam (kai_drive's ScaledLRAdam); "
+                f"optimizer_class {value['optimizer_class']!r} would ignore it"
+            )
         return value
 
 
@@ -492,6 +504,10 @@ def algo_kwargs(recipe: Recipe, algo: str) -> dict[str, Any]:
         pk["activation_fn"] = _activations()[pk["activation_fn"]]
     if "optimizer_class" in pk:
         pk["optimizer_class"] = _optimizers()[pk["optimizer_class"]]
+    if _encoder_lr_scale(pk) != 1.0:  # a fine-tuned encoder with its own learning rate: per-group Adam
+        from kai_drive.perception.sb3 import ScaledLRAdam
+
+        pk["optimizer_class"] = ScaledLRAdam
     if "features_extractor_class" in pk:
         pk["features_extractor_class"] = _extractors()[pk["features_extractor_class"]]
     if pk:
