@@ -420,8 +420,10 @@ def run(plan: Plan) -> int:
         # -- train -----------------------------------------------------------------------------------
         t_train = time.perf_counter()
         steps_before = model.num_timesteps
+        imitation_s = 0.0
         if r.imitation is not None and plan.checkpoint is None:
             _imitate(plan, r, model, run_dir, callbacks, say)
+            imitation_s = time.perf_counter() - t_train
         if remaining <= 0:
             say(
                 f"nothing to train: the run is at {model.num_timesteps:,} >= {r.n_timesteps:,} steps "
@@ -456,6 +458,7 @@ def run(plan: Plan) -> int:
                 "timesteps": int(model.num_timesteps),
                 "target_timesteps": int(r.n_timesteps),
                 "train_wall_time_s": round(train_s, 2),
+                **({"imitation_wall_time_s": round(imitation_s, 2)} if imitation_s else {}),
                 "updated": datetime.datetime.now().isoformat(timespec="seconds"),
             }
             runs.write_json(run_dir / "status.json", status)
@@ -468,9 +471,11 @@ def run(plan: Plan) -> int:
                 f"final_model.zip; continue with: python -m kai_drive.train --resume {run_dir}"
             )
             return 130
+        rl_s = train_s - imitation_s
         say(
             f"trained {model.num_timesteps - steps_before:,} steps in {train_s:.0f} s "
-            f"({(model.num_timesteps - steps_before) / max(train_s, 1e-9):.0f} steps/s); total {model.num_timesteps:,}"
+            + (f"(imitation {imitation_s:.0f} s, then RL at " if imitation_s else "(")
+            + f"{(model.num_timesteps - steps_before) / max(rl_s, 1e-9):.0f} steps/s); total {model.num_timesteps:,}"
         )
 
         # -- final evaluation on held-out roads ------------------------------------------------------
@@ -573,7 +578,7 @@ def final_eval(
     runs.write_json(run_dir / "final_eval.json", out)
     lo, hi = res["success_rate_ci95"]
     print(
-        f"final evaluation ({which}, {res['episodes']} held-out roads, deterministic): "
+        f"final evaluation ({which}, {res['episodes']} held-out test seeds, deterministic): "
         f"success {res['successes']}/{res['episodes']} = {100 * res['success_rate']:.1f} % "
         f"(95 % CI {100 * lo:.1f}-{100 * hi:.1f} %), route {100 * res['route_completion_mean']:.1f} %, "
         f"collisions {res['collisions']}, off-road {res['off_roads']}, lane invasions {res['lane_invasions']}, "
