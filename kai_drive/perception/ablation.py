@@ -108,6 +108,25 @@ def two_level_bootstrap(per_seed: list[list[float]], n_boot: int = 2000, seed: i
     return float(lo), float(hi)
 
 
+FAILURE_MODES = ("lane_invasion", "collision", "off_road", "time_out")
+
+
+def failure_mode(episode: dict[str, Any]) -> str | None:
+    """Why a strict-success episode failed (the first that applies: collision, off-road, lane invasion,
+    time-out); None for a success. A time-out with no infraction is the "stop trap" (crawling to the limit)."""
+    if episode.get("success", episode.get("is_success", False)):
+        return None
+    if episode.get("collision"):
+        return "collision"
+    if episode.get("off_road"):
+        return "off_road"
+    if episode.get("lane_invasions"):
+        return "lane_invasion"
+    if episode.get("truncated"):
+        return "time_out"
+    return "other"
+
+
 def run_arm(arm: str, seed: int, out: Path, timesteps: int, episodes: int, extra: list[str]) -> dict[str, Any]:
     folder = out / arm / f"seed{seed}"
     runs = sorted(folder.glob("lane-keep/ppo_*"))
@@ -130,6 +149,7 @@ def run_arm(arm: str, seed: int, out: Path, timesteps: int, episodes: int, extra
         "arm": arm, "seed": seed, "run": str(run), "timesteps": status["timesteps"],
         "train_wall_time_s": status["train_wall_time_s"], "successes": int(sum(flags)), "episodes": len(flags),
         "success_flags": flags, "route_completion_mean": ev.get("route_completion_mean"),
+        "failures": {m: sum(failure_mode(e) == m for e in ev["per_episode"]) for m in FAILURE_MODES + ("other",)},
     }
 
 
@@ -151,6 +171,7 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
             "train_wall_time_s_mean": float(np.mean(walls)),
             "train_wall_time_s": walls,
             "timesteps": [r["timesteps"] for r in rows],
+            "failures": {m: sum(r.get("failures", {}).get(m, 0) for r in rows) for m in FAILURE_MODES + ("other",)},
         }
     return arms
 
@@ -160,17 +181,21 @@ def markdown(arms: dict[str, Any], timesteps: int, episodes: int) -> str:
         f"PPO on lane-keep, camera + lidar + state, {timesteps:,} env steps per run, strict success on "
         f"{episodes} held-out roads per run.",
         "",
-        "| arm | success per seed | mean (95 % bootstrap CI) | pooled (Wilson 95 %) | train wall clock per run |",
-        "|---|---|---|---|---|",
+        "| arm | success per seed | mean (95 % bootstrap CI) | pooled (Wilson 95 %) | failures: lane invasion / "
+        "collision or off-road / time-out | train wall clock per run |",
+        "|---|---|---|---|---|---|",
     ]
     for arm, a in arms.items():
         lo, hi = a["success_mean_ci95"]
         wl, wh = a["pooled_wilson95"]
         per = ", ".join(f"{100 * x:.0f} %" for x in a["success_per_seed"])
         walls = ", ".join(f"{w:.0f}" for w in a["train_wall_time_s"])
+        f = a["failures"]
+        fails = f"{f['lane_invasion']} / {f['collision'] + f['off_road']} / {f['time_out']}" + (
+            f" (+{f['other']} other)" if f["other"] else "")
         lines.append(
             f"| {arm} | {per} | **{100 * a['success_mean']:.1f} %** ({100 * lo:.1f}–{100 * hi:.1f}) | "
-            f"{a['pooled']} ({100 * wl:.1f}–{100 * wh:.1f} %) | {a['train_wall_time_s_mean']:.0f} s ({walls}) |"
+            f"{a['pooled']} ({100 * wl:.1f}–{100 * wh:.1f} %) | {fails} | {a['train_wall_time_s_mean']:.0f} s ({walls}) |"
         )
     return "\n".join(lines) + "\n"
 
