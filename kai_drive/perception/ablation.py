@@ -108,13 +108,18 @@ def two_level_bootstrap(per_seed: list[list[float]], n_boot: int = 2000, seed: i
     return float(lo), float(hi)
 
 
-FAILURE_MODES = ("lane_invasion", "collision", "off_road", "time_out")
+#: the keys of each run's and arm's "failures" count ("other": failed with none of the four, e.g. still running)
+FAILURE_MODES = ("lane_invasion", "collision", "off_road", "time_out", "other")
+
+
+def _succeeded(episode: dict[str, Any]) -> bool:
+    return bool(episode.get("success", episode.get("is_success", False)))
 
 
 def failure_mode(episode: dict[str, Any]) -> str | None:
     """Why a strict-success episode failed (the first that applies: collision, off-road, lane invasion,
     time-out); None for a success. A time-out with no infraction is the "stop trap" (crawling to the limit)."""
-    if episode.get("success", episode.get("is_success", False)):
+    if _succeeded(episode):
         return None
     if episode.get("collision"):
         return "collision"
@@ -144,12 +149,12 @@ def run_arm(arm: str, seed: int, out: Path, timesteps: int, episodes: int, extra
     run = done[-1]
     ev = json.loads((run / "final_eval.json").read_text())
     status = json.loads((run / "status.json").read_text())
-    flags = [float(bool(e.get("success", e.get("is_success", False)))) for e in ev["per_episode"]]
+    flags = [float(_succeeded(e)) for e in ev["per_episode"]]
     return {
         "arm": arm, "seed": seed, "run": str(run), "timesteps": status["timesteps"],
         "train_wall_time_s": status["train_wall_time_s"], "successes": int(sum(flags)), "episodes": len(flags),
         "success_flags": flags, "route_completion_mean": ev.get("route_completion_mean"),
-        "failures": {m: sum(failure_mode(e) == m for e in ev["per_episode"]) for m in FAILURE_MODES + ("other",)},
+        "failures": {m: sum(failure_mode(e) == m for e in ev["per_episode"]) for m in FAILURE_MODES},
     }
 
 
@@ -171,7 +176,7 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
             "train_wall_time_s_mean": float(np.mean(walls)),
             "train_wall_time_s": walls,
             "timesteps": [r["timesteps"] for r in rows],
-            "failures": {m: sum(r.get("failures", {}).get(m, 0) for r in rows) for m in FAILURE_MODES + ("other",)},
+            "failures": {m: sum(r.get("failures", {}).get(m, 0) for r in rows) for m in FAILURE_MODES},
         }
     return arms
 
