@@ -20,6 +20,7 @@ from gymnasium import spaces
 
 from kai_drive.catalog import env_yaml
 from kai_drive.sensors import Camera, Lidar, Proprioception
+from kai_drive.sensors.camera import full_light
 from kai_drive.specs import EnvSpec, load_env_spec
 from kai_drive.sim.world import World
 from kai_drive.tasks import TASKS
@@ -75,7 +76,6 @@ class KaiEnv(gymnasium.Env):
         self.spec_data: EnvSpec = load_env_spec(path, config)
         s = self.spec_data
         self.render_mode = render_mode
-        self.metadata = dict(self.metadata, render_fps=s.world.control_hz)
         self.world = World(
             physics_hz=s.world.physics_hz,
             control_hz=s.world.control_hz,
@@ -83,6 +83,8 @@ class KaiEnv(gymnasium.Env):
             renderer=s.world.renderer,
             gravity_mps2=s.world.gravity_mps2,
         )
+        # the renderer that makes the pixels ("tiny", "egl" or "opengl"), resolved from world.renderer
+        self.metadata = dict(self.metadata, render_fps=s.world.control_hz, renderer=self.world.renderer_name)
         self.task = TASKS[s.task.kind](s)
         self.sensors: list = []
         if s.sensors.camera.enabled:
@@ -101,7 +103,7 @@ class KaiEnv(gymnasium.Env):
         self._chase_proj = pybullet.computeProjectionMatrixFOV(60.0, s.render.width / s.render.height, 0.1, 200.0)
         self._noise_rng = np.random.default_rng(0)
         self._sensor_specs = [sensor.spec for sensor in self.sensors]
-        self._light: dict[str, Any] = {}
+        self._light: dict[str, Any] = full_light()
         self._elapsed_s = 0.0
         self._ready = False
         self.scenario: dict[str, Any] = {}
@@ -145,17 +147,27 @@ class KaiEnv(gymnasium.Env):
         self._ready = True
         info = self.task.reset_info()
         info["scenario"] = copy.deepcopy(self.scenario)
+        info["renderer"] = self.world.renderer_name
         return self._observe(), info
 
     def _apply_scene(self, record: Any) -> None:
-        """Light and sensor-noise factors of the record -> the sensors (per episode)."""
+        """Light and sensor-noise factors of the record -> the sensors (per episode).
+
+        Every light parameter is set explicitly, default or not: the renderer keeps the last light it
+        was given, and an episode must never see the previous one's."""
         light = getattr(record, "light", None)
-        self._light = {} if light is None or light == type(light)() else light.camera_kwargs()
+        if light is not None and light != type(light)() and self.world.renderer_name != "tiny":
+            raise ValueError(
+                f"scenario factor 'light' ({light.model_dump()}) cannot be honoured by the "
+                f"{self.world.renderer_name!r} renderer, which ignores PyBullet's light arguments; use "
+                "config={'world.renderer': 'tiny'} (TinyRenderer honours it) or leave the light at its default"
+            )
+        self._light = full_light(None if light is None else light.camera_kwargs())
         noise = getattr(record, "sensor_noise", None)
         for i, sensor in enumerate(self.sensors):
             base = self._sensor_specs[i]
             if isinstance(sensor, Camera):
-                sensor.light = self._light
+                sensor.set_light(self._light)
                 upd = {"noise_std": noise.camera_noise_std, "dropout": noise.camera_dropout} if noise else {}
             elif isinstance(sensor, Lidar):
                 upd = {"noise_std": noise.lidar_noise_std, "dropout": noise.lidar_dropout} if noise else {}
@@ -254,6 +266,11 @@ class KaiEnv(gymnasium.Env):
         eye, target = self.task.chase_view(r.distance_m, r.height_m)
         yaw = math.degrees(math.atan2(target[1] - eye[1], target[0] - eye[0])) - 90.0
         self.world.client.resetDebugVisualizerCamera(r.distance_m, yaw, -20.0, list(target))
+
+    @property
+    def renderer(self) -> str:
+        """The renderer that makes this env's pixels: "tiny" (TinyRenderer, CPU), "egl" or "opengl" (GUI)."""
+        return self.world.renderer_name
 
     def close(self) -> None:
         self.world.close()

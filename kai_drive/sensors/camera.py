@@ -29,6 +29,30 @@ SEG_CLASSES: dict[str, int] = {
     "object": 12,
 }
 
+#: TinyRenderer's light when getCameraImage is given no light argument (bullet3's
+#: TinyRendererVisualShapeConverter defaults, z-up). The renderer KEEPS any light argument it was
+#: given for every later call of the same physics server, so the camera passes this whole set on
+#: every call: an image then depends only on the light of its own episode, never on the history.
+RENDERER_DEFAULT_LIGHT: dict = {
+    "lightDirection": [-50.0, 30.0, 100.0],
+    "lightColor": [1.0, 1.0, 1.0],
+    "lightDistance": 2.0,
+    "lightAmbientCoeff": 0.6,
+    "lightDiffuseCoeff": 0.35,
+    "lightSpecularCoeff": 0.05,
+    "shadow": 0,
+}
+
+
+def full_light(light: dict | None = None) -> dict:
+    """``light`` (getCameraImage light keyword arguments, any subset) completed with the renderer's
+    defaults, so that every call sets every light parameter explicitly."""
+    light = dict(light or {})
+    unknown = set(light) - set(RENDERER_DEFAULT_LIGHT)
+    if unknown:
+        raise ValueError(f"unknown light arguments {sorted(unknown)}; valid: {sorted(RENDERER_DEFAULT_LIGHT)}")
+    return {**RENDERER_DEFAULT_LIGHT, **light}
+
 
 class Camera:
     """Camera mounted on the ego body.
@@ -53,9 +77,13 @@ class Camera:
         )
         self._flags = 0 if spec.segmentation else pybullet.ER_NO_SEGMENTATION_MASK
         self._seg_lut = np.zeros(1, dtype=np.uint8)
-        #: extra getCameraImage arguments (TinyRenderer light: lightDirection, lightColor, light*Coeff,
-        #: shadow), set per episode by the env from the scenario's light factor; {} = renderer defaults
-        self.light: dict = {}
+        #: the getCameraImage light arguments (lightDirection, lightColor, light*Coeff, shadow), always
+        #: the complete set (see :data:`RENDERER_DEFAULT_LIGHT`); set per episode with :meth:`set_light`
+        self.light: dict = full_light()
+
+    def set_light(self, light: dict | None) -> None:
+        """Light of the coming episode: any subset of the light arguments; the rest are the defaults."""
+        self.light = full_light(light)
 
     def spaces(self) -> dict[str, spaces.Space]:
         h, w = self.height, self.width

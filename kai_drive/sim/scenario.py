@@ -122,16 +122,15 @@ class Light(_Rec):
     def camera_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``getCameraImage`` (TinyRenderer; ignored by the OpenGL/EGL renderer)."""
         k = self.intensity
-        out = {
+        return {
             "lightDirection": list(self.direction),
             "lightColor": list(self.color),
+            "lightDistance": 2.0,
             "lightAmbientCoeff": self.ambient * k,
             "lightDiffuseCoeff": self.diffuse * k,
             "lightSpecularCoeff": self.specular * k,
+            "shadow": int(self.shadow),
         }
-        if self.shadow:
-            out["shadow"] = 1
-        return out
 
 
 class Colors(_Rec):

@@ -8,6 +8,8 @@ of gymnasium, tasks or sensors.
 from __future__ import annotations
 
 import functools
+import importlib.util
+import warnings
 from pathlib import Path
 
 import pybullet
@@ -67,28 +69,42 @@ class World:
     def _setup_renderer(self, renderer: str) -> str:
         if renderer not in ("auto", "tiny", "egl"):
             raise ValueError(f"renderer must be 'auto', 'tiny' or 'egl', got {renderer!r}")
+        #: why EGL is not in use (None when it is, or was never tried): shown in warnings and errors
+        self.egl_unavailable_reason: str | None = None
         if self.gui:
             return "opengl"
-        if renderer == "tiny" or (renderer == "auto" and not gpu_present()):
+        if renderer == "tiny":
             return "tiny"
-        try:
-            import pkgutil
-
-            egl = pkgutil.get_loader("eglRenderer")
-            if egl is not None:
-                self._egl_plugin = self.client.loadPlugin(egl.get_filename(), "_eglRendererPlugin")
-            else:
-                self._egl_plugin = self.client.loadPlugin("eglRendererPlugin")
-        except Exception:  # noqa: BLE001 - any failure means no EGL here
-            self._egl_plugin = -1
+        if renderer == "auto" and not gpu_present():
+            self.egl_unavailable_reason = "no GPU device node (/dev/nvidia0)"
+            return "tiny"
+        self._egl_plugin, reason = self._load_egl_plugin()
         if self._egl_plugin < 0:
+            self.egl_unavailable_reason = reason
             if renderer == "egl":
                 raise RuntimeError(
-                    "renderer 'egl' was requested but PyBullet's EGL plugin did not load "
-                    "(it needs a GPU with EGL drivers); use renderer: tiny or auto"
+                    f"renderer 'egl' was requested but PyBullet's EGL plugin did not load: {reason}; "
+                    "it needs a GPU with EGL drivers; use world.renderer: tiny or auto"
                 )
+            warnings.warn(f"renderer 'auto': a GPU is present but EGL did not load ({reason}); using TinyRenderer",
+                          RuntimeWarning, stacklevel=3)
             return "tiny"
         return "egl"
+
+    def _load_egl_plugin(self) -> tuple[int, str | None]:
+        """Load PyBullet's EGL plugin: ``(plugin id, None)`` or ``(-1, why not)``."""
+        spec = importlib.util.find_spec("eglRenderer")  # the plugin's shared library, shipped with pybullet
+        path = spec.origin if spec is not None and spec.origin else None
+        try:
+            if path is not None:
+                plugin = self.client.loadPlugin(path, "_eglRendererPlugin")
+            else:
+                plugin = self.client.loadPlugin("eglRendererPlugin")
+        except pybullet.error as exc:
+            return -1, f"loadPlugin({path or 'eglRendererPlugin'!r}) raised: {exc}"
+        if plugin < 0:
+            return -1, f"loadPlugin({path or 'eglRendererPlugin'!r}) returned {plugin} (no EGL display or driver)"
+        return plugin, None
 
     @property
     def render_flag(self) -> int:
