@@ -95,20 +95,6 @@ def test_counterfactual_light_changes_pixels_not_geometry(make_env):
     assert o1["state"].tobytes() == o2["state"].tobytes()
 
 
-def test_default_light_is_the_renderers_default(make_env):
-    """Lane-keep's images are the same bytes as before the light factor existed."""
-    env = make_env("KaiDrive/LaneKeep-v0")
-    env.reset(seed=0)
-    u = env.unwrapped
-    cam = u.sensors[0]
-    mount = u.task.sensor_mount(u.world)
-    cam.light = {}
-    plain = cam.capture(u.world, mount)[0]
-    cam.light = Light().camera_kwargs()
-    explicit = cam.capture(u.world, mount)[0]
-    assert np.array_equal(np.asarray(plain), np.asarray(explicit))
-
-
 def test_domain_randomisation_ranges_from_yaml_config(make_env):
     env = make_env("KaiDrive/LaneKeep-v0", config={"scenario": {"light": {"intensity": [0.6, 1.0]},
                                                                  "colors": {"road": [[0.1, 0.1, 0.1, 1], [0.4, 0.4, 0.4, 1]]}}})
