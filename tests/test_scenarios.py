@@ -9,7 +9,7 @@ import pytest
 
 import kai_drive  # noqa: F401
 from kai_drive.sensors.camera import SEG_CLASSES
-from kai_drive.sim.scenario import Light, Scenario
+from kai_drive.sim.scenario import Scenario
 
 DRIVING = ["KaiDrive/LaneKeep-v0", "KaiDrive/Follow-v0", "KaiDrive/Highway-v0", "KaiDrive/Crossing-v0"]
 GO = np.array([0.0, 0.3], np.float32)
