@@ -24,7 +24,9 @@ examples:
   python -m kai_drive.play --model runs/lane-keep/ppo_1/checkpoints/model_30000_steps.zip
   python -m kai_drive.play --model my_agent.zip --env lane-keep --set sensors.camera.enabled=false
 
-Roads are the held-out test roads of kai_drive.train (2^30 + 2^29 + i) unless --road-seed is given.
+Roads are the held-out test roads of kai_drive.train (2^30 + 2^29 + i) unless --road-seed is given, and
+the env is the run's test config (env_config + test_env_config: grasp runs get the TEST objects) unless
+--role says otherwise. Model .zip and VecNormalize .pkl files are pickles: play only runs you trust.
 """
 
 
@@ -46,11 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--env", help="env alias or id (default: the run's)")
     p.add_argument(
+        "--role",
+        choices=("test", "eval", "train"),
+        default="test",
+        help="which of the run's env configs: test (default; env_config + test_env_config, e.g. the grasp test "
+        "objects), eval (the periodic evaluations': validation objects) or train",
+    )
+    p.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="env config override with --model and no config.yaml (repeatable, YAML value)",
+        help="env config override on top of the run's (dotted key, YAML value; repeatable), e.g. world.renderer=tiny",
     )
     p.add_argument("--vecnormalize", type=Path, help="VecNormalize stats (default: found beside the model)")
     p.add_argument("--episodes", type=int, default=3, help="episodes to drive (default: 3)")
@@ -84,21 +93,38 @@ def _algo_of(model_path: Path) -> str:
     raise ValueError(f"{model_path}: cannot tell which algorithm saved it (policy module {module!r})")
 
 
-def _find_run_files(args: argparse.Namespace) -> tuple[Path, Path | None, dict | None, Path]:
-    """``(model, vecnormalize or None, config or None, output folder)``."""
+def _read_config(path: Path) -> dict:
     import yaml
 
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: damaged (expected a mapping, got {type(config).__name__})")
+    return config
+
+
+def _find_run_files(args: argparse.Namespace) -> tuple[Path, Path | None, dict | None, Path]:
+    """``(model, vecnormalize or None, config or None, output folder)``.
+
+    ``config`` is the run's config.yaml with ``env_config`` set to the env config of ``args.role`` (default
+    ``test``: ``env_config`` + ``test_env_config``; runs from before ``test_env_config`` get their final
+    evaluation's, ``eval_env_config``)."""
     from kai_drive.training import runs
 
+    config = None
     if args.run is not None:
         run = args.run
         if not (run / "config.yaml").is_file():
             raise ValueError(f"--run {run}: no config.yaml (not a kai_drive.train run folder)")
-        config = yaml.safe_load((run / "config.yaml").read_text())
+        config = _with_role(_read_config(run / "config.yaml"), getattr(args, "role", "test"))
         if args.which == "latest":
-            ckpt = runs.latest_checkpoint(run)
+            ckpt, skipped = runs.latest_readable_checkpoint(run)
+            for steps, path, why in skipped:
+                print(f"warning: {path} is unreadable ({why}); skipping it", file=sys.stderr)
             if ckpt is None:
-                raise ValueError(f"--run {run}: no checkpoint in {run / 'checkpoints'}")
+                raise ValueError(f"--run {run}: no readable checkpoint in {run / 'checkpoints'}")
             model, stats = ckpt[1], ckpt[2]
         else:
             model = run / f"{args.which}_model.zip"
@@ -127,8 +153,19 @@ def _find_run_files(args: argparse.Namespace) -> tuple[Path, Path | None, dict |
         else:
             cand = folder / "vecnormalize.pkl"
         stats = cand if cand.is_file() else None
-    config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else None
+    if (run / "config.yaml").is_file():
+        config = _with_role(_read_config(run / "config.yaml"), getattr(args, "role", "test"))
     return model, stats, config, run / "videos"
+
+
+def _with_role(config: dict, role: str) -> dict:
+    """``config`` with ``env_config`` (top level) = the recipe's env config for ``role`` (dotted keys)."""
+    from kai_drive.training.recipe import env_config_for
+
+    out = dict(config)
+    out["env_config"] = env_config_for(config.get("recipe") or {}, role)
+    out["env_config_role"] = role
+    return out
 
 
 def _writer(out: Path, fps: int):
@@ -164,7 +201,7 @@ def play(args: argparse.Namespace) -> int:
         raise ValueError("--env is required when the model has no config.yaml beside it")
     env_id, _ = resolve_env(name)
     recipe = (config or {}).get("recipe", {})
-    env_config = dict(recipe.get("env_config", {}))
+    env_config = dict((config or {}).get("env_config", {}))
     if args.set:
         env_config.update({k: v for k, v in parse_set([f"env_config.{s}" for s in args.set])["env_config"].items()})
     frame_stack = int(recipe.get("frame_stack", 1))
@@ -183,6 +220,14 @@ def play(args: argparse.Namespace) -> int:
         venv.training, venv.norm_reward = False, False
     elif Normalisation(**recipe.get("normalisation", {})).enabled if recipe else False:
         print("warning: the run used VecNormalize but no stats were found; the agent will see raw observations")
+    if config is not None:  # the policy saw images from one renderer: say so if this env uses another
+        from kai_drive.perception.weights import warn_renderer_mismatch
+        from kai_drive.training.runs import IMAGE_KEYS, run_renderer
+
+        keys = getattr(venv.get_attr("observation_space", indices=[0])[0], "spaces", {})
+        if any(k in keys for k in IMAGE_KEYS):
+            warn_renderer_mismatch(run_renderer(config), str(venv.get_attr("renderer", indices=[0])[0]),
+                                   f"the policy {model_path}")
     model = algorithms()[algo].load(str(model_path), device="cpu")
     if recipe.get("encoder"):  # trained on frozen embeddings: encode this (raw) env's observations
         from kai_drive.perception.sb3 import attach_encoder
@@ -210,8 +255,10 @@ def play(args: argparse.Namespace) -> int:
     first = TEST_ROAD_SEED_BASE if args.road_seed is None else args.road_seed
     seeds = [first + i for i in range(args.episodes)]
     venv.env_method("queue_road_seeds", seeds)
+    role = (config or {}).get("env_config_role")
     print(
-        f"{model_path} ({algo}) on {env_id}, {'GUI' if gui else f'recording {out}'}, road seeds {seeds[0]}..{seeds[-1]}"
+        f"{model_path} ({algo}) on {env_id}" + (f" ({role} config)" if role else "")
+        + f", {'GUI' if gui else f'recording {out}'}, road seeds {seeds[0]}..{seeds[-1]}"
     )
     obs = venv.reset()
     results = []

@@ -36,28 +36,54 @@ def default_recipe(env: str) -> Path:
     return path
 
 
-def load_or_collect(recipe, out: Path, progress: bool = True) -> tuple[dict, dict]:
-    """Training frames (randomised sensors, training roads) and probe frames (clean, held-out roads)."""
+def _savez(path: Path, data: dict) -> None:
+    """``np.savez`` atomically: a crash never leaves a truncated data file that a resume would trust."""
+    from kai_drive.perception.weights import atomic_write
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: np.savez would append .npz to a bare name
+            np.savez(fh, **data)
+
+    atomic_write(path, write)
+
+
+def _loadz(path: Path) -> dict:
+    """A data file of this folder; a damaged one is an error naming it and the fix."""
+    try:
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    except Exception as exc:  # truncated zip, bad CRC, not an npz
+        raise SystemExit(
+            f"error: {path} is unreadable ({type(exc).__name__}: {exc}); delete it and run again to collect it anew"
+        ) from None
+
+
+def load_or_collect(recipe, out: Path, progress: bool = True) -> tuple[dict, dict, str]:
+    """``(data, probe, renderer)``: training frames (randomised sensors, training roads), probe frames (clean,
+    held-out roads) and the renderer that made the training images ("tiny" for files that predate the key)."""
     from kai_drive.perception.pretraining import PROBE_ROAD_SEED_BASE, collect
+    from kai_drive.perception.weights import LEGACY_RENDERER
 
     c = recipe.collect
     data_path, probe_path = out / "data.npz", out / "probe_data.npz"
     if data_path.is_file():
-        data = dict(np.load(data_path))
+        data = _loadz(data_path)
     else:
         rng = np.random.default_rng(recipe.seed)
         seeds = rng.integers(0, 2**30, c.episodes).tolist()
         t0 = time.time()
         data = collect(recipe, c.episodes, seeds, randomize=True, seed=recipe.seed, progress=progress)
         LOG.info("collected %d frames in %.0f s", len(data["episode"]), time.time() - t0)
-        np.savez(data_path, **data)
+        _savez(data_path, data)
     if probe_path.is_file():
-        probe = dict(np.load(probe_path))
+        probe = _loadz(probe_path)
     else:
         seeds = [PROBE_ROAD_SEED_BASE + i for i in range(c.probe_episodes)]
         probe = collect(recipe, c.probe_episodes, seeds, randomize=False, seed=recipe.seed + 1, progress=progress)
-        np.savez(probe_path, **probe)
-    return data, probe
+        _savez(probe_path, probe)
+    renderer = str(data.pop("renderer", LEGACY_RENDERER))
+    probe.pop("renderer", None)
+    return data, probe, renderer
 
 
 def run_probes(encoder, recipe, data: dict, probe: dict, seed: int) -> dict[str, Any]:
@@ -134,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     from kai_drive.perception.encoders import MultiModalEncoder
     from kai_drive.perception.pretraining import (Pretrainer, PairSampler, batch_from, load_recipe, save_json,
                                                   utc_now)
-    from kai_drive.perception.weights import WEIGHTS_DIR, load_encoder, resolve_device, save_weights
+    from kai_drive.perception.weights import WEIGHTS_DIR, atomic_write, load_encoder, resolve_device, save_weights
 
     # -- recipe and run folder ----------------------------------------------------------------------
     if args.resume:
@@ -153,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         if (out / "recipe.yaml").is_file() and load_recipe(out / "recipe.yaml") != recipe and not args.probe_only:
             raise SystemExit(f"{out} holds a run of another recipe; choose another --out or --resume {out}")
         if not (out / "recipe.yaml").is_file():
-            (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+            atomic_write(out / "recipe.yaml",
+                         lambda tmp: tmp.write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)))
     if args.iterations:
         recipe.train.iterations = args.iterations
     alias = resolve_env(recipe.env)[1]
@@ -161,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(recipe.train.threads)
     torch.manual_seed(recipe.seed)
     device = resolve_device(recipe.device)
-    data, probe = load_or_collect(recipe, out, progress=not args.quiet)
+    data, probe, renderer = load_or_collect(recipe, out, progress=not args.quiet)
     LOG.info("data: %d training frames (%d episodes), %d probe frames (%d held-out roads)", len(data["episode"]),
              len(np.unique(data["episode"])), len(probe["episode"]), len(np.unique(probe["episode"])))
 
@@ -171,9 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         import kai_drive  # noqa: F401
 
         env = gymnasium.make(resolve_env(recipe.env)[0])
-        space = env.observation_space
+        space, env_renderer = env.observation_space, env.unwrapped.renderer
         env.close()
-        encoder = load_encoder(space, args.weights or alias)
+        encoder = load_encoder(space, args.weights or alias, renderer=env_renderer)
         res = run_probes(encoder, recipe, data, probe, recipe.seed)
         save_json(out / "probes.json", res)
         print(probe_table(res))
@@ -193,7 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     trainer = Pretrainer(encoder, recipe.train, device, seed=recipe.seed)
     ckpt = out / "checkpoint.pt"
     if ckpt.is_file():
-        trainer.load_state_dict(torch.load(ckpt, map_location=device, weights_only=True))
+        try:
+            trainer.load_state_dict(torch.load(ckpt, map_location=device, weights_only=True))
+        except Exception as exc:  # truncated or foreign file
+            raise SystemExit(
+                f"error: {ckpt} is unreadable ({type(exc).__name__}: {str(exc)[:200]}); delete it to restart the "
+                f"pretraining from iteration 0 (the collected data in {out} is kept)"
+            ) from None
         LOG.info("resumed from %s at iteration %d", ckpt, trainer.iteration)
     keys = encoder.keys
     tensors = {k: torch.as_tensor(data[k]).to(device) for k in keys}
@@ -219,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
                               trainer.iteration)
             bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()})
         if trainer.iteration % t.checkpoint_every == 0 or trainer.iteration == t.iterations:
-            torch.save(trainer.state_dict(), ckpt)
+            state = trainer.state_dict()
+            atomic_write(ckpt, lambda tmp: torch.save(state, tmp))  # a crash never leaves a half-written checkpoint
     bar.close()
     train_s = time.time() - t0
 
@@ -227,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         "env": resolve_env(recipe.env)[0],
         "alias": alias,
         "date": utc_now(),
+        "renderer": renderer,  # the renderer that made the training images: loaders warn when theirs differs
         "recipe": recipe.model_dump(mode="json"),
         "data": {"frames": int(len(data["episode"])), "episodes": int(len(np.unique(data["episode"]))),
                  "probe_frames": int(len(probe["episode"])), "probe_episodes": int(len(np.unique(probe["episode"])))},
@@ -239,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         res = run_probes(encoder, recipe, data, probe, recipe.seed)
         save_json(out / "probes.json", res)
         table = probe_table(res)
-        (out / "probes.md").write_text(table + "\n")
+        atomic_write(out / "probes.md", lambda tmp: tmp.write_text(table + "\n"))
         print(table)
         manifest["probes"] = {init: {fs: {lab: {"r2": round(s["r2"], 4), "rmse": round(s["rmse"], 4)}
                                           for lab, s in r.items()} for fs, r in res[init].items()}
@@ -249,8 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     LOG.info("weights: %s (%.2f MB)", wpath, wpath.stat().st_size / 1e6)
     if args.ship:
         WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(wpath, WEIGHTS_DIR / f"{alias}.pt")
-        shutil.copyfile(wpath.with_suffix(".json"), WEIGHTS_DIR / f"{alias}.json")
+        for src, dst in ((wpath, WEIGHTS_DIR / f"{alias}.pt"), (wpath.with_suffix(".json"), WEIGHTS_DIR / f"{alias}.json")):
+            atomic_write(dst, lambda tmp, src=src: shutil.copyfile(src, tmp))
         LOG.info("shipped to %s", WEIGHTS_DIR / f"{alias}.pt")
     writer.close()
     return 0

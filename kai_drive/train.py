@@ -185,12 +185,29 @@ def prepare(args: argparse.Namespace, argv: list[str]) -> Plan:
             cfg["env_id"], cfg["algo"], cfg["recipe"]
         except (yaml.YAMLError, TypeError, KeyError) as exc:
             raise UsageError(f"--resume {run_dir}: config.yaml is damaged ({type(exc).__name__}: {exc})") from None
-        ckpt = runs.latest_checkpoint(run_dir)
-        if ckpt is None:
-            raise UsageError(f"--resume {run_dir}: no checkpoint in {run_dir / 'checkpoints'} to resume from")
         env_id, alias = resolve_env(cfg["env_id"])
         algo = cfg["algo"]
-        recipe = validate_recipe(cfg["recipe"], str(cfg_path), "recipe.")
+        raw_recipe = dict(cfg["recipe"])
+        if "test_env_config" not in raw_recipe:  # a run from before test_env_config: its final eval used eval's
+            raw_recipe["test_env_config"] = raw_recipe.get("eval_env_config") or {}
+        recipe = validate_recipe(raw_recipe, str(cfg_path), "recipe.")
+        ckpt, skipped = runs.latest_readable_checkpoint(run_dir, needs_vecnormalize=recipe.normalisation.enabled)
+        if ckpt is None and skipped:
+            bad = "; ".join(f"{p} ({why})" for _, p, why in skipped)
+            raise UsageError(
+                f"--resume {run_dir}: no readable checkpoint: {bad}. Delete the bad file(s) and start a new run "
+                "(python -m kai_drive.train --env ...)"
+            )
+        if ckpt is None:
+            raise UsageError(f"--resume {run_dir}: no checkpoint in {run_dir / 'checkpoints'} to resume from")
+        for steps, path, why in skipped:
+            print(
+                f"warning: --resume: {path} is unreadable ({why}); resuming from {ckpt[1].name} instead, "
+                f"which loses {steps - ckpt[0]:,} steps ({steps:,} -> {ckpt[0]:,}). Delete or move the bad file "
+                "to silence this warning.",
+                file=sys.stderr,
+                flush=True,
+            )
         over = _cli_overrides(args)
         if over:
             recipe = validate_recipe(deep_merge(recipe.model_dump(mode="python"), over), "command line")
@@ -211,6 +228,7 @@ def prepare(args: argparse.Namespace, argv: list[str]) -> Plan:
             resume=run_dir,
             checkpoint=ckpt,
             command=command,
+            extra={"renderer": cfg.get("renderer"), "skipped_checkpoints": skipped},
         )
     if not args.env:
         raise UsageError("--env is required (e.g. --env lane-keep), unless you --resume RUN_DIR")
@@ -224,7 +242,9 @@ def prepare(args: argparse.Namespace, argv: list[str]) -> Plan:
     except SpecError as exc:
         origin = f"{recipe_file}" + (" + --set" if args.set else "")
         raise SpecError(f"env_config (from {origin}) is not valid for {env_id}:\n{exc}") from None
-    for key, merged in (("train_env_config", train_env_config), ("eval_env_config", eval_env_config)):
+    for key, merged in (
+        ("train_env_config", train_env_config), ("eval_env_config", eval_env_config), ("test_env_config", test_env_config)
+    ):
         if getattr(recipe, key):
             try:
                 load_env_spec(env_yaml(alias), merged(recipe))
@@ -289,8 +309,13 @@ def train_env_config(recipe: Any) -> dict[str, Any]:
 
 
 def eval_env_config(recipe: Any) -> dict[str, Any]:
-    """env_config + eval_env_config, for the evaluation envs (periodic and final)."""
+    """env_config + eval_env_config, for the periodic evaluations (they pick best_model.zip: validation)."""
     return _with_extra(recipe.env_config, recipe.eval_env_config)
+
+
+def test_env_config(recipe: Any) -> dict[str, Any]:
+    """env_config + test_env_config, for the final evaluation (and evaluate/play --run): never for selection."""
+    return _with_extra(recipe.env_config, recipe.test_env_config)
 
 
 def _held_out_seeds(base: int, n: int) -> list[int]:
@@ -310,7 +335,7 @@ def run(plan: Plan) -> int:
         make_vec_env,
         wrap_normalize,
     )
-    from kai_drive.training.recipe import OFF_POLICY, algo_kwargs, algorithms, recipe_to_dict
+    from kai_drive.training.recipe import OFF_POLICY, algo_kwargs, algorithms, env_config_for, recipe_to_dict
 
     t_start = time.perf_counter()
     r = plan.recipe
@@ -337,6 +362,15 @@ def run(plan: Plan) -> int:
         if plan.checkpoint and r.normalisation.enabled and vn_path is None:
             raise UsageError(f"--resume: {plan.checkpoint[1].name} has no VecNormalize stats beside it")
         venv = wrap_normalize(venv, r.normalisation, gamma, load_from=vn_path)
+        renderer, sees_pixels = _renderer_of(venv)
+        if sees_pixels:
+            from kai_drive.perception.weights import check_weights_renderer, warn_renderer_mismatch
+
+            if plan.resume is not None:
+                warn_renderer_mismatch(plan.extra.get("renderer"), renderer, f"the run {plan.resume}")
+            fx = (r.policy_kwargs.get("features_extractor_kwargs") or {}).get("pretrained")
+            for pretrained in {p for p in (r.encoder.pretrained if r.encoder else None, fx) if p is not None}:
+                check_weights_renderer(pretrained, renderer)
         need_eval = r.eval.freq > 0 or r.eval.final_episodes > 0
         if need_eval:
             eval_base = make_vec_env(
@@ -370,11 +404,17 @@ def run(plan: Plan) -> int:
                 "device": plan.device,
                 "recipe_file": plan.recipe_file,
                 "recipe": recipe_to_dict(r),
+                # the renderer that made the training images (tiny | egl | opengl); play/evaluate/--resume
+                # warn when theirs differs
+                "renderer": renderer,
                 "road_seeds": {
                     "train": f"[0, {TRAIN_ROAD_SEED_HIGH}) drawn per env from seed + rank",
                     "eval": f"{EVAL_ROAD_SEED_BASE} + i, i < eval.episodes",
                     "final_eval": f"{TEST_ROAD_SEED_BASE} + i, i < eval.final_episodes",
                 },
+                # resolved env overrides per role: training envs; periodic evaluation (picks best_model.zip);
+                # final evaluation = the default of evaluate --run / play --run
+                "env_configs": {role: env_config_for(r, role) for role in ("train", "eval", "test")},
                 "env_spec": plan.env_spec,
             }
             runs.write_yaml(run_dir / "config.yaml", config)
@@ -482,7 +522,13 @@ def run(plan: Plan) -> int:
         if r.eval.final_episodes > 0 and eval_base is not None:
             _close(venv, False)
             venv = None
-            final_eval(plan, run_dir, eval_base, cls, model, gamma, t_start, train_s)
+            test_base = eval_base
+            if test_env_config(r) != eval_env_config(r):  # e.g. grasp: validation objects -> test objects
+                _close(eval_base, False)
+                eval_base = test_base = make_vec_env(
+                    plan.env_id, test_env_config(r), r.eval.n_envs, "subproc", "eval", r.frame_stack, encoder=r.encoder
+                )
+            final_eval(plan, run_dir, test_base, cls, model, gamma, t_start, train_s)
         return 0
     except KeyboardInterrupt:
         interrupted = True
@@ -540,6 +586,7 @@ def final_eval(
     from kai_drive.training import runs
     from kai_drive.training.envs import TEST_ROAD_SEED_BASE, wrap_normalize
     from kai_drive.training.evaluation import evaluate
+    from kai_drive.training.recipe import env_config_for
 
     r = plan.recipe
     best = run_dir / "best_model.zip"
@@ -568,6 +615,8 @@ def final_eval(
         "total_wall_time_s": round(time.perf_counter() - t_start, 2),
         "road_seeds": seeds,
         "road_seeds_note": "held out: training roads are < 2^30, periodic-evaluation roads 2^30 + i",
+        "env_config": env_config_for(r, "test"),
+        "env_config_note": "env_config + test_env_config (periodic evaluations used env_config + eval_env_config)",
         **res,
         "lateral_offset_abs_mean_m": res["lane_offset_abs_mean_m"],
         "lateral_offset_abs_max_m": res["lane_offset_abs_max_m"],
@@ -586,6 +635,17 @@ def final_eval(
         f"wall time {out['total_wall_time_s']:.0f} s -> {run_dir / 'final_eval.json'}"
     )
     return out
+
+
+def _renderer_of(venv: Any) -> tuple[str, bool]:
+    """``(renderer, sees_pixels)``: the renderer the envs resolved ("tiny", "egl", "opengl") and whether the
+    agent's observations contain images (else the renderer cannot matter to it)."""
+    from kai_drive.training.runs import IMAGE_KEYS
+
+    renderer = str(venv.get_attr("renderer", indices=[0])[0])
+    space = venv.get_attr("observation_space", indices=[0])[0]
+    keys = getattr(space, "spaces", {})
+    return renderer, any(k in keys for k in IMAGE_KEYS)
 
 
 def _machine() -> str:
@@ -609,9 +669,12 @@ def main(argv: list[str] | None = None) -> int:
     except (UnknownEnvError, RecipeError, SpecError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from kai_drive.perception.spec import SpecMismatchError
+    from kai_drive.perception.weights import WeightsError
+
     try:
         return run(plan)
-    except UsageError as exc:
+    except (UsageError, WeightsError, SpecMismatchError) as exc:  # raised before the run folder is written
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -16,7 +16,7 @@ from kai_drive.policies.grasp import ScriptedGraspPolicy, grasp_for, run_episode
 from kai_drive.sim.arm import PandaArm
 from kai_drive.sim.objects import SPLITS, model_names
 from kai_drive.specs import SpecError
-from kai_drive.tasks.grasping import FLOOR_Z
+from kai_drive.tasks.grasping import FLOOR_Z, OBJECT_SPLITS, object_models
 
 ENV = "KaiDrive/Grasp-v0"
 NO_CAM = {"sensors.camera.enabled": False}
@@ -106,10 +106,25 @@ _SPLIT_DIGEST = hashlib.sha256(
 ).hexdigest()
 
 
+def test_train_validation_test_split_is_fixed_and_disjoint():
+    """The env's three object splits: validation (model selection) is carved out of the old train side, test
+    is exactly the old test split, so test figures before and after the validation split compare."""
+    train, val, test = (set(object_models(s)) for s in ("train", "validation", "test"))
+    assert not (train & val or train & test or val & test)
+    assert OBJECT_SPLITS["test"] == SPLITS["test"]
+    assert train | val == set(model_names("train"))  # nothing of the old train side lost, nothing added
+    assert OBJECT_SPLITS["train"] == (tuple(f"urdf/{i:03d}" for i in range(800) if i != 168), ("shape/box",))
+    assert OBJECT_SPLITS["validation"] == (tuple(f"urdf/{i:03d}" for i in range(800, 900)), ("shape/cylinder",))
+    with pytest.raises(ValueError, match="train, validation, test"):
+        object_models("val")
+    with pytest.raises(SpecError, match="object_split"):
+        gymnasium.make(ENV, config={"task.object_split": "val"})
+
+
 def test_episodes_draw_only_from_their_split(make):
-    for split in ("train", "test"):
-        env = make(config={**NO_CAM, "task.object_split": split, "task.settle_s": 0.0})
-        allowed = set(model_names(split))
+    for split in ("train", "validation", "test"):
+        env = make(config={**NO_CAM, "task.object_split": split, "task.settle_s": 0.0, "task.shape_fraction": 0.5})
+        allowed = set(object_models(split))
         for seed in range(6):
             _, info = env.reset(seed=seed)
             sc = info["scenario"]

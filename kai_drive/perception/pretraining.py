@@ -176,7 +176,8 @@ def _edge_distance(task, lateral_offset_m: float) -> float:
 
 def collect(recipe: PretrainRecipe, episodes: int, road_seeds: list[int], randomize: bool,
             seed: int, progress: bool = True) -> dict[str, np.ndarray]:
-    """Drive ``episodes`` episodes; returns arrays: observation keys, labels, ``episode``, ``step``."""
+    """Drive ``episodes`` episodes; returns arrays: observation keys, labels, ``episode``, ``step``, and
+    ``renderer`` (a 0-d string array: the renderer that made the images, "tiny", "egl" or "opengl")."""
     import gymnasium
     from tqdm import tqdm
 
@@ -189,6 +190,7 @@ def collect(recipe: PretrainRecipe, episodes: int, road_seeds: list[int], random
     n_cfg = min(c.randomized_envs, episodes) if randomize else 1
     per_cfg = np.array_split(np.arange(episodes), n_cfg)
     buf: dict[str, list] = {}
+    renderers: set[str] = set()
     bar = tqdm(total=episodes, desc="collect" + (" (randomised)" if randomize else " (probe roads)"),
                disable=not progress, unit="ep")
     for idxs in per_cfg:
@@ -197,6 +199,7 @@ def collect(recipe: PretrainRecipe, episodes: int, road_seeds: list[int], random
             for key, (lo, hi) in c.randomize.items():
                 cfg[key] = float(rng.uniform(lo, hi))
         env = gymnasium.make(env_id, config=cfg)
+        renderers.add(str(env.unwrapped.renderer))
         task = env.unwrapped.task
         driver = PerturbedDriver(c, rng)
         for ep in idxs:
@@ -222,6 +225,7 @@ def collect(recipe: PretrainRecipe, episodes: int, road_seeds: list[int], random
     for k, v in buf.items():
         arr = np.stack(v) if isinstance(v[0], np.ndarray) else np.asarray(v)
         out[k] = arr.astype(np.float32) if k in LABELS else arr
+    out["renderer"] = np.asarray("+".join(sorted(renderers)))
     return out
 
 
@@ -422,5 +426,9 @@ def utc_now() -> str:
 
 
 def save_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)) + "\n")
+    """Write JSON atomically (temporary name, then ``os.replace``)."""
+    from kai_drive.perception.weights import atomic_write
+
+    text = json.dumps(obj, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 

@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m kai_drive.policies.grasp", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--episodes", type=int, default=100)
-    ap.add_argument("--split", choices=("train", "test"), default="train")
+    ap.add_argument("--split", choices=("train", "validation", "test"), default="train")
     ap.add_argument("--seed", type=int, default=0, help="first episode seed (episodes use seed, seed+1, ...)")
     ap.add_argument("--assisted", action="store_true",
                     help="assisted mode (task.assisted: the env descends, closes and lifts; the policy steers "

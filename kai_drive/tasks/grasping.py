@@ -2,8 +2,18 @@
 
 The workcell (world frame, m): pybullet_data's table with its top at z = 0.625, a tray (``traybox``
 scaled 0.8, floor at :data:`FLOOR_Z`) centred at the origin, and the Panda's base at
-``(-0.55, 0, 0.625)`` facing +x. 1-5 objects from the configured split (see
-:mod:`kai_drive.sim.objects`) are dropped into the tray and settle before the first observation.
+``(-0.55, 0, 0.625)`` facing +x. 1-5 objects from the configured split (:data:`OBJECT_SPLITS`) are
+dropped into the tray and settle before the first observation.
+
+Object splits (fixed, disjoint; ``task.object_split``), carved out of :data:`kai_drive.sim.objects.SPLITS`:
+
+* ``train``: random URDFs 000-799 (799 models: 168 is broken) + box;
+* ``validation``: random URDFs 800-899 (100 models) + cylinder;
+* ``test``: random URDFs 900-999 (100 models) + capsule, sphere (unchanged since the first test figures).
+
+Train on ``train``, select models (periodic evaluation) on ``validation``, report on ``test``. The test
+split is exactly the one every published test figure used; validation takes the last 100 URDFs and one of
+the two primitives of the former train side, so, like test, it holds a primitive kind training never saw.
 
 Action (``assisted: false``): ``Box([-1, 1]^5)`` = ``(dx, dy, dz, dyaw, grip)``: the end-effector
 target moves by ``max_step_m`` per unit (m per step) and ``max_yaw_step_rad`` per unit, clipped to
@@ -34,11 +44,11 @@ from pydantic import Field, model_validator
 
 from kai_drive.sensors.base import Mount
 from kai_drive.sim.arm import MAX_OPENING_M, PandaArm
-from kai_drive.sim.objects import Spawned, load_model, model_names, object_points, spawn_object
+from kai_drive.sim.objects import SPLITS, Spawned, load_model, object_points, spawn_object
 from kai_drive.sim.world import World
 from kai_drive.specs import _Strict, register_task_spec
 
-__all__ = ["GraspTask", "GraspTaskSpec", "GraspRewardSpec", "TRAY_CENTER", "FLOOR_Z"]
+__all__ = ["GraspTask", "GraspTaskSpec", "GraspRewardSpec", "OBJECT_SPLITS", "object_models", "TRAY_CENTER", "FLOOR_Z"]
 
 _DATA = pybullet_data.getDataPath()
 TABLE_TOP_Z = 0.625
@@ -47,6 +57,30 @@ TRAY_CENTER = np.array([0.0, 0.0, TABLE_TOP_Z])
 FLOOR_Z = TABLE_TOP_Z + 0.015 * TRAY_SCALE  # top of the tray's floor
 TRAY_RIM_HALF_M = 0.3 * TRAY_SCALE  # half width of the tray at its rim
 ARM_BASE = (-0.55, 0.0, TABLE_TOP_Z)
+
+#: first random-URDF index of the validation split (the train side of ``sim.objects.SPLITS`` is 000-899)
+VALIDATION_URDF_START = 800
+#: split -> (urdf model names, shape model names); fixed, disjoint, never seed-dependent
+OBJECT_SPLITS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "train": (
+        tuple(m for m in SPLITS["train"][0] if int(m.split("/")[1]) < VALIDATION_URDF_START),
+        ("shape/box",),
+    ),
+    "validation": (
+        tuple(m for m in SPLITS["train"][0] if int(m.split("/")[1]) >= VALIDATION_URDF_START),
+        ("shape/cylinder",),
+    ),
+    "test": SPLITS["test"],  # unchanged: test figures before and after the validation split compare
+}
+ObjectSplit = Literal["train", "validation", "test"]
+
+
+def object_models(split: str) -> tuple[str, ...]:
+    """Every model name of ``split`` ("train", "validation" or "test"): random URDFs first, then shapes."""
+    if split not in OBJECT_SPLITS:
+        raise ValueError(f"object split must be one of {', '.join(OBJECT_SPLITS)}, got {split!r}")
+    urdfs, shapes = OBJECT_SPLITS[split]
+    return urdfs + shapes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,7 +96,11 @@ class GraspRewardSpec(_Strict):
 
 class GraspTaskSpec(_Strict):
     kind: Literal["grasp"] = "grasp"
-    object_split: Literal["train", "test"] = Field("train", description="which fixed set of object models")
+    object_split: ObjectSplit = Field(
+        "train",
+        description="which fixed set of object models: train (random URDFs 000-799 + box), validation "
+        "(800-899 + cylinder; model selection), test (900-999 + capsule, sphere; reporting)",
+    )
     n_objects: tuple[int, int] = Field((1, 5), description="objects per episode, drawn in [low, high]")
     shape_fraction: float = Field(0.2, ge=0, le=1, description="probability an object is a primitive shape")
     size_m: tuple[float, float] = Field((0.04, 0.07), description="longest side of each object, m")
@@ -136,7 +174,7 @@ class GraspTask:
         self.spec = spec
         self.t = spec.task
         self.control_hz = spec.world.control_hz
-        self.models = model_names(self.t.object_split)
+        self.models = object_models(self.t.object_split)
         n_urdf = sum(1 for m in self.models if m.startswith("urdf/"))
         self._urdf_models, self._shape_models = self.models[:n_urdf], self.models[n_urdf:]
         n = 3 if self.t.assisted else 5

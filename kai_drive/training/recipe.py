@@ -137,10 +137,11 @@ class EvalSettings(_Strict):
     """Periodic evaluation on held-out road seeds, and the final evaluation after training."""
 
     freq: int = Field(20_000, ge=0, description="env steps (all envs together) between evaluations; 0 = never")
-    episodes: int = Field(10, ge=1, description="episodes per periodic evaluation")
+    # at most 2^29 each: periodic roads 2^30 + i and final roads 2^30 + 2^29 + i then never overlap
+    episodes: int = Field(10, ge=1, le=2**29, description="episodes per periodic evaluation")
     start_timesteps: int = Field(0, ge=0, description="no periodic evaluation before this many env steps")
     n_envs: int = Field(1, ge=1, description="parallel eval envs (subprocess when > 1)")
-    final_episodes: int = Field(0, ge=0, description="episodes of the final evaluation (final_eval.json); 0 = none")
+    final_episodes: int = Field(0, ge=0, le=2**29, description="episodes of the final evaluation (final_eval.json); 0 = none")
     images: bool = Field(True, description="log a strip of camera / chase-camera frames at each evaluation")
     stop_success_rate: float | None = Field(
         None, ge=0, le=1, description="stop training once a periodic evaluation reaches this success rate"
@@ -212,8 +213,14 @@ class Recipe(_Strict):
     )
     eval_env_config: dict[str, Any] = Field(
         default_factory=dict,
-        description="extra overrides for the evaluation envs only (periodic and final), e.g. held-out objects "
-        "(grasp: task.object_split: test)",
+        description="extra overrides for the periodic-evaluation envs only (they pick best_model.zip), e.g. "
+        "validation objects (grasp: task.object_split: validation)",
+    )
+    test_env_config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="extra overrides for the final evaluation (final_eval.json) and, by default, for "
+        "`evaluate --run` / `play --run`, e.g. held-out test objects (grasp: task.object_split: test); never "
+        "used for model selection",
     )
     hyperparams: dict[str, Any] = Field(default_factory=dict)
     imitation: ImitationSettings | None = Field(
@@ -315,7 +322,7 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in flat.items():
         head, _, rest = key.partition(".")
-        if head in ("env_config", "train_env_config", "eval_env_config") and rest:
+        if head in ("env_config", "train_env_config", "eval_env_config", "test_env_config") and rest:
             out = deep_merge(out, {head: {rest: value}})
         else:
             out = deep_merge(out, dotted_to_nested({key: value}))
@@ -515,6 +522,42 @@ def algo_kwargs(recipe: Recipe, algo: str) -> dict[str, Any]:
     return kwargs
 
 
+#: env-config roles of a recipe: training envs, periodic evaluation (model selection), final test
+ENV_ROLES = ("train", "eval", "test")
+
+
+def flat_config(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A (nested or dotted) env config as dotted leaf keys: ``{"task": {"a": 1}}`` -> ``{"task.a": 1}``."""
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flat_config(value, name + "."))
+        else:
+            out[name] = copy.deepcopy(value)
+    return out
+
+
+def env_config_for(recipe: Recipe | Mapping[str, Any], role: str) -> dict[str, Any]:
+    """The env config (dotted keys) of one role: ``env_config`` + ``<role>_env_config``.
+
+    ``role``: ``train`` (training envs), ``eval`` (periodic evaluations, which pick best_model.zip; for
+    grasp the validation objects) or ``test`` (the final evaluation and, by default, ``evaluate --run`` /
+    ``play --run``; for grasp the test objects). ``recipe`` is a :class:`Recipe` or a run's config.yaml
+    ``recipe:`` mapping. A mapping from a run made before ``test_env_config`` existed has its final
+    evaluation's config, ``eval_env_config``, as its test config.
+    """
+    if role not in ENV_ROLES:
+        raise ValueError(f"role must be one of {ENV_ROLES}, got {role!r}")
+    data = recipe.model_dump(mode="python") if isinstance(recipe, BaseModel) else dict(recipe)
+    extra_key = f"{role}_env_config"
+    if role == "test" and extra_key not in data:  # a run folder from before test_env_config
+        extra_key = "eval_env_config"
+    out = flat_config(data.get("env_config") or {})
+    out.update(flat_config(data.get(extra_key) or {}))
+    return out
+
+
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     return recipe.model_dump(mode="json")
 
@@ -528,6 +571,8 @@ __all__ = [
     "SpecError",
     "algo_kwargs",
     "algorithms",
+    "env_config_for",
+    "flat_config",
     "load_recipe",
     "parse_set",
     "validate_recipe",

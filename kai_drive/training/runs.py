@@ -2,7 +2,8 @@
 
 Layout of a run folder::
 
-    config.yaml                  resolved recipe + env spec + seed (what --resume reads)
+    config.yaml                  resolved recipe + env spec + seed + renderer + env config per role (train,
+                                 eval = periodic evaluations, test = final evaluation); what --resume reads
     command.txt                  the command line(s) that trained this run (one per resume)
     tb/                          TensorBoard events (SB3 logger; resumed runs append here)
     checkpoints/model_<N>_steps.zip, vecnormalize_<N>_steps.pkl, replay_buffer.pkl (off-policy)
@@ -25,6 +26,8 @@ from typing import Any
 import yaml
 
 CHECKPOINT_RE = re.compile(r"^model_(\d+)_steps\.zip$")
+#: observation keys made by the renderer (a policy that sees none of them does not care which renderer)
+IMAGE_KEYS = ("camera", "depth", "segmentation")
 
 
 def next_run_dir(log_folder: Path, alias: str, algo: str) -> Path:
@@ -112,6 +115,63 @@ def save_checkpoint(model: Any, run_dir: Path, save_replay_buffer: bool = False)
     return save_model(model, ckpt / f"model_{steps}_steps.zip")
 
 
+def checkpoint_problem(model_zip: Path, vecnormalize: Path | None = None) -> str | None:
+    """Why a checkpoint cannot be loaded (truncated or corrupt zip / pickle), or None when it reads.
+
+    Reads the zip's members (CRC-checked) and unpickles the VecNormalize stats: these are files of this
+    run, which ``--resume`` loads anyway."""
+    import pickle
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(model_zip) as zf:
+            names = set(zf.namelist())
+            missing = {"data", "policy.pth"} - names
+            if missing:
+                return f"the zip lacks {sorted(missing)}"
+            bad = zf.testzip()
+            if bad is not None:
+                return f"member {bad} fails its CRC check"
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if vecnormalize is not None:
+        try:
+            with open(vecnormalize, "rb") as fh:
+                pickle.load(fh)
+        except Exception as exc:  # truncated pickle: EOFError, UnpicklingError, ...
+            return f"{vecnormalize.name}: {type(exc).__name__}: {exc}"
+    return None
+
+
+def latest_readable_checkpoint(
+    run_dir: Path, needs_vecnormalize: bool = False
+) -> tuple[tuple[int, Path, Path | None] | None, list[tuple[int, Path, str]]]:
+    """``(newest checkpoint that reads, [(steps, file, why) of newer ones that do not])``.
+
+    ``needs_vecnormalize``: a checkpoint without its ``vecnormalize_<N>_steps.pkl`` counts as unreadable."""
+    skipped: list[tuple[int, Path, str]] = []
+    for steps, path, vn in all_checkpoints(run_dir)[::-1]:
+        why = "its vecnormalize_<N>_steps.pkl is missing" if needs_vecnormalize and vn is None else None
+        why = why or checkpoint_problem(path, vn)
+        if why is None:
+            return (steps, path, vn), skipped
+        skipped.append((steps, path, why))
+    return None, skipped
+
+
+def all_checkpoints(run_dir: Path) -> list[tuple[int, Path, Path | None]]:
+    """Every ``(steps, model.zip, vecnormalize.pkl or None)`` of a run, oldest first."""
+    ckpt = Path(run_dir) / "checkpoints"
+    if not ckpt.is_dir():
+        return []
+    found = sorted((int(m.group(1)), p) for p in ckpt.iterdir() if (m := CHECKPOINT_RE.match(p.name)))
+    out = []
+    for steps, path in found:
+        vn = ckpt / f"vecnormalize_{steps}_steps.pkl"
+        out.append((steps, path, vn if vn.is_file() else None))
+    return out
+
+
 def latest_checkpoint(run_dir: Path) -> tuple[int, Path, Path | None] | None:
     """``(steps, model.zip, vecnormalize.pkl or None)`` of the newest checkpoint, or None."""
     ckpt = Path(run_dir) / "checkpoints"
@@ -123,3 +183,33 @@ def latest_checkpoint(run_dir: Path) -> tuple[int, Path, Path | None] | None:
     steps, path = max(found)
     vn = ckpt / f"vecnormalize_{steps}_steps.pkl"
     return steps, path, vn if vn.is_file() else None
+
+
+def run_renderer(config: dict) -> str:
+    """The renderer that made a run's training images (config.yaml's ``renderer``; runs made before the key
+    existed saw TinyRenderer images only, so "tiny")."""
+    from kai_drive.perception.weights import LEGACY_RENDERER
+
+    return str((config or {}).get("renderer") or LEGACY_RENDERER)
+
+
+def check_run_renderer(config: dict, env_id: str, env_config: dict, what: str) -> str:
+    """Build one env of ``env_id`` with ``env_config`` and warn (``RendererMismatchWarning``, naming both)
+    when it renders with another renderer than the run trained with and its observations hold images.
+    Returns the run's training renderer."""
+    import gymnasium
+
+    import kai_drive  # noqa: F401  (registers the envs)
+    from kai_drive.perception.weights import warn_renderer_mismatch
+
+    trained = run_renderer(config)
+    env = gymnasium.make(env_id, config=dict(env_config))
+    try:
+        current = str(env.unwrapped.renderer)
+        keys = getattr(env.observation_space, "spaces", {})
+    finally:
+        env.close()
+    if any(k in keys for k in IMAGE_KEYS):
+        warn_renderer_mismatch(trained, current, what)
+    return trained
+
