@@ -2,6 +2,7 @@
 
 examples:
   python -m kai_drive.evaluate --env follow --policy scripted                  # the IDM + pure-pursuit baseline
+  python -m kai_drive.evaluate --env lane-keep --policy stop --sections safety  # full brake: must fail the thresholds
   python -m kai_drive.evaluate --env follow --run runs/follow/ppo_1 --suite quick --out eval/follow
   python -m kai_drive.evaluate --env lane-keep --model my_model.zip --vecnormalize vecnormalize.pkl
   python -m kai_drive.evaluate --env follow --run runs/follow/ppo_1 --seeds 20 --tensorboard
@@ -10,7 +11,9 @@ examples:
 
 Writes OUT/result.json (schema kai-drive-eval/1), OUT/report.md with figures and GIFs of the worst episodes.
 --ray spreads the episodes over Ray workers (pip install "kai-drive[ray]") and gives the same numbers as a
-serial run. Exit status: 0 all thresholds of the suite pass, 1 a threshold fails, 2 bad input.
+serial run. The report shows the policy beside the trivial baselines stop and constant on the same seeds.
+Exit status: 0 every threshold of the suite that applies passes, 1 one fails, 2 bad input (e.g. an unknown
+suite key), 3 no threshold applies to the env (nothing was checked).
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ import time
 from pathlib import Path
 
 
+EXIT_PASSED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NOTHING_CHECKED = 0, 1, 2, 3
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m kai_drive.evaluate", description=__doc__.split("\n\n")[0],
                                  epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -29,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="training run folder runs/<alias>/<algo>_<n>/")
     src.add_argument("--model", help="an SB3 model .zip")
-    src.add_argument("--policy", choices=["scripted"], help="a built-in baseline")
+    src.add_argument("--policy", choices=["scripted", "stop", "constant"],
+                     help="a built-in baseline: scripted (privileged expert), stop (full brake; grasp: zero action), "
+                          "constant (straight ahead, steady throttle)")
     ap.add_argument("--checkpoint", choices=["final", "best"], default="final", help="with --run")
     ap.add_argument("--algo", default=None, help="with --model: ppo, sac, td3 (default: from the file name)")
     ap.add_argument("--vecnormalize", default=None, help="with --model: VecNormalize statistics (.pkl)")
@@ -43,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--video-size", default=None, metavar="WxH", help="GIF frame size (default: the suite's, 128x96)")
     ap.add_argument("--video-frames", type=int, default=None, metavar="N",
                     help="frames per GIF: the last N of the episode (default 40)")
+    ap.add_argument("--no-baselines", action="store_true",
+                    help="skip the stop / constant baselines the report shows beside the policy (same safety seeds)")
     ap.add_argument("--tensorboard", action="store_true", help="also log scalars to OUT/tb")
     ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     ap.add_argument("--ray", action="store_true", help='run the episodes as Ray tasks (needs pip install "kai-drive[ray]")')
@@ -82,24 +92,25 @@ def main(argv: list[str] | None = None) -> int:
             policy.spec = PolicySpec("model", path=args.model, algo=args.algo, vecnormalize=args.vecnormalize)
             env = args.env
         else:
-            policy, env = "scripted", args.env
+            policy, env = args.policy, args.env
         if env is None:
             raise ValueError("--env is required with --model / --policy")
         env_id, alias = resolve_env(env)
     except (FileNotFoundError, ValueError, UnknownEnvError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
-    name = "scripted" if policy == "scripted" else policy.name.replace(":", "_").replace("/", "_")
+        return EXIT_BAD_INPUT
+    name = policy if isinstance(policy, str) else policy.name.replace(":", "_").replace("/", "_")
     out = Path(args.out or f"eval/{alias}/{name}")
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     t0 = time.perf_counter()
     try:
         res = evaluate(policy, env_id, args.suite, seeds=args.seeds, episodes=args.episodes, env_config=env_cfg,
                        progress=progress, sections=tuple(args.sections.split(",")), log=lambda m: print(m, flush=True),
-                       ray=args.ray, address=args.address, num_cpus=args.num_cpus)
+                       ray=args.ray, address=args.address, num_cpus=args.num_cpus,
+                       baselines=False if args.no_baselines else None)
     except (FileNotFoundError, ValueError, RayMissingError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     cmd = "python -m kai_drive.evaluate " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     paths = write_outputs(res, out, make_env=lambda: make_env(env_id, res["env_config"]), policy=res["_policy"], command=cmd,
                           videos=args.videos, tensorboard=args.tensorboard, video_size=video_size,
@@ -107,12 +118,16 @@ def main(argv: list[str] | None = None) -> int:
     s = res["safety"]["summary"]
     key = "driving_score" if "driving_score" in s else "success"
     val = s[key].get("mean", s[key].get("rate"))
-    print(f"{res['policy']} on {env_id}: {key} {val:.3f}; thresholds {'PASSED' if res['passed'] else 'FAILED'}; "
+    state = {True: "PASSED", False: "FAILED", None: "none apply (nothing checked)"}[res["passed"]]
+    print(f"{res['policy']} on {env_id}: {key} {val:.3f}; thresholds {state}; "
           f"{time.perf_counter() - t0:.0f} s -> {paths['report']}")
     for t in res["thresholds"]:
         if t["passed"] is False:
             print(f"  FAIL {t['path']} {t['condition']} (actual {t['actual']})")
-    return 0 if res["passed"] else 1
+    for b, row in (res.get("baselines") or {}).items():
+        bs = {True: "PASSES (the thresholds reward it!)", False: "fails", None: "n/a"}[row["passed"]]
+        print(f"  baseline {b}: {key} {row['summary'][key].get('mean', row['summary'][key].get('rate')):.3f}; thresholds: {bs}")
+    return EXIT_PASSED if res["passed"] else (EXIT_FAILED if res["passed"] is False else EXIT_NOTHING_CHECKED)
 
 
 if __name__ == "__main__":

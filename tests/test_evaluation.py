@@ -122,6 +122,9 @@ def test_thresholds():
                                                                        "safety.nothing.mean": ">= 1"})
     assert [t["passed"] for t in res] == [False, False]
     assert check_thresholds({"a": {"b": 0.1}}, {"a.b": "<= 0.2"})[0]["passed"]
+    assert check_thresholds({"a": {"b": 0.1}}, {"a.b": "<=0.2"})[0]["passed"]  # no space: was an IndexError
+    with pytest.raises(ValueError, match="threshold a.b"):
+        check_thresholds({"a": {"b": 0.1}}, {"a.b": "about 0.2"})
 
 
 # -- causal engine on the real env ------------------------------------------------------------------
@@ -285,12 +288,16 @@ def test_grasp_quick_suite_end_to_end(tmp_path):
     assert "driving_score" not in s and "causal" not in res  # nothing to intervene on in the grasp env
     rob = res["robustness"]
     assert "no scenario factors" in rob["light_shift"]["note"] and "no scenario factors" in rob["colour_shift"]["note"]
-    # the suite's driving thresholds do not apply (and do not fail); a grasp threshold does
-    assert res["passed"] and all(t["passed"] is None for t in res["thresholds"])
+    # the suite's grasp thresholds are checked (success on the test objects, drops, peak force) and pass
+    checked = [t["path"] for t in res["thresholds"] if t["passed"] is not None]
+    assert {"safety.success.rate", "safety.drops.mean", "safety.peak_contact_force_n.max"} <= set(checked)
+    assert res["passed"] is True and res["renderer"] in ("tiny", "egl", "opengl")
+    assert res["baselines"]["stop"]["passed"] is False  # the zero action lifts nothing
     paths = write_outputs(res, tmp_path, make_env=None, videos=0)
     md = paths["report"].read_text()
     assert "| condition | success | drops | peak contact force (N) | objects out |" in md
-    assert "not applicable to a grasp env" in md
+    assert "| policy | success | drops | peak contact force (N) | objects out | thresholds |" in md
+    assert json.loads(paths["json"].read_text())["renderer"] == res["renderer"]
     assert json.loads(paths["json"].read_text())["safety"]["summary"]["drops"]["mean"] == s["drops"]["mean"]
 
 

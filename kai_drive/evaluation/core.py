@@ -9,10 +9,8 @@ this process or, with ``ray=True``, as Ray tasks on workers that rebuild the env
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import math
-import operator
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -20,9 +18,8 @@ from dataclasses import replace as dc_replace
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
 from kai_drive import stats
+from kai_drive.evaluation.baselines import BASELINES, baseline_policy, default_baselines
 from kai_drive.evaluation.causal import ARM_METRICS, Intervention, _verdict, action_sensitivity, but_for, pair_metrics
 from kai_drive.evaluation.metrics import DrivingMetricConfig, driving_metrics, grasp_metrics
 from kai_drive.evaluation.policies import as_policy, scripted_policy
@@ -37,53 +34,38 @@ from kai_drive.evaluation.runner import (
     scenario_context,
     sensor_transform,
 )
+from kai_drive.evaluation.suite import OPS, load_suite, parse_condition, task_metrics
 
-__all__ = ["evaluate", "load_suite", "check_thresholds", "PolicySpec", "SCHEMA"]
+__all__ = ["evaluate", "load_suite", "check_thresholds", "verdict", "PolicySpec", "SCHEMA"]
 
 SCHEMA = "kai-drive-eval/1"
 _RATE_KEYS = ("success", "collision", "off_road", "comfortable", "within_budget")
 _GRASP_RATE_KEYS = ("success",)
 
 
-def load_suite(suite: str | Path | dict) -> dict:
-    """A suite by name (``quick``, ``full``: configs/eval/<name>.yaml), path, or dict."""
-    if isinstance(suite, dict):
-        return copy.deepcopy(suite)
-    p = Path(suite)
-    if not p.suffix:
-        from kai_drive.catalog import catalog_dir
-
-        p = catalog_dir("configs") / "eval" / f"{suite}.yaml"
-        if not p.exists():
-            names = sorted(q.stem for q in p.parent.glob("*.yaml"))
-            raise FileNotFoundError(f"unknown suite {suite!r}; known: {names} (configs/eval/) or a path to a YAML")
-    data = yaml.safe_load(p.read_text())
-    if not isinstance(data, dict):
-        raise ValueError(f"{p}: a suite is a mapping (see configs/eval/quick.yaml)")
-    unknown = set(data) - {"name", "description", "seeds", "seed_base", "safety", "robustness", "causal",
-                           "attribution", "report", "thresholds", "max_episode_s"}
-    if unknown:
-        raise ValueError(f"{p}: unknown keys {sorted(unknown)}")
-    data.setdefault("name", p.stem)
-    return data
-
-
-_OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
-
-
 def check_thresholds(summary: dict, thresholds: dict) -> list[dict]:
-    """``[{"path", "condition", "actual", "passed"}]``; a path missing from ``summary`` fails."""
+    """``[{"path", "condition", "actual", "passed"}]``; a path missing from ``summary`` (or NaN) fails.
+    Conditions are ``"<op> <number>"`` with or without spaces (``">= 0.8"``, ``"<=0.2"``)."""
     out = []
     for path, cond in (thresholds or {}).items():
-        op, val = str(cond).split()[0], float(str(cond).split()[1])
-        if op not in _OPS:
-            raise ValueError(f"threshold {path}: {cond!r}; write e.g. '>= 0.8'")
+        try:
+            op, val = parse_condition(cond)
+        except ValueError as exc:
+            raise ValueError(f"threshold {path}: {exc}") from None
         cur: Any = summary
         for k in path.split("."):
             cur = cur.get(k) if isinstance(cur, dict) else None
-        ok = cur is not None and not (isinstance(cur, float) and math.isnan(cur)) and _OPS[op](float(cur), val)
+        ok = (isinstance(cur, (int, float)) and not isinstance(cur, bool) and not math.isnan(float(cur))
+              and OPS[op](float(cur), val))
         out.append({"path": path, "condition": cond, "actual": cur, "passed": bool(ok)})
     return out
+
+
+def verdict(thresholds: list[dict]) -> bool | None:
+    """``True`` every applicable threshold passes, ``False`` one fails, ``None`` none applies (nothing was
+    checked: never "passed")."""
+    checked = [t["passed"] for t in thresholds if t["passed"] is not None]
+    return all(checked) if checked else None
 
 
 class _Progress:
@@ -154,7 +136,8 @@ def _aggregate(per_ep: list[dict], rate_keys: tuple) -> dict:
 class PolicySpec:
     """A policy described by what rebuilds it in another process (a Ray worker).
 
-    ``kind``: ``scripted`` (the privileged baseline of ``env_id``), ``run`` (a training run folder
+    ``kind``: ``scripted`` (the privileged baseline of ``env_id``), ``stop`` / ``constant`` (the trivial
+    baselines of kai_drive/evaluation/baselines.py for ``task``), ``run`` (a training run folder
     ``path``, ``checkpoint`` final/best, as ``--run``) or ``model`` (an SB3 ``.zip`` ``path`` with optional
     ``algo`` and ``vecnormalize``, as ``--model``). Paths are made absolute; on a multi-node cluster
     they must be readable at the same path on every node (a shared filesystem).
@@ -166,11 +149,13 @@ class PolicySpec:
     checkpoint: str = "final"
     algo: str | None = None
     vecnormalize: str | None = None
+    task: str = "driving"
 
     def __post_init__(self) -> None:
-        if self.kind not in ("scripted", "run", "model"):
-            raise ValueError(f"PolicySpec.kind must be 'scripted', 'run' or 'model', got {self.kind!r}")
-        if self.kind != "scripted" and not self.path:
+        if self.kind not in ("scripted", "run", "model", *BASELINES):
+            raise ValueError(f"PolicySpec.kind must be 'scripted', {', '.join(repr(b) for b in BASELINES)}, 'run' or "
+                             f"'model', got {self.kind!r}")
+        if self.kind in ("run", "model") and not self.path:
             raise ValueError(f"PolicySpec({self.kind!r}) needs a path")
         if self.path:
             object.__setattr__(self, "path", str(Path(self.path).expanduser().resolve()))
@@ -183,6 +168,10 @@ class PolicySpec:
 
         if self.kind == "scripted":
             return scripted_policy(self.env_id)
+        if self.kind in BASELINES:
+            pol = baseline_policy(self.kind, self.task)
+            pol.spec = self
+            return pol
         if self.kind == "run":
             pol, _ = load_run(self.path, self.checkpoint)
         else:
@@ -241,7 +230,8 @@ def _close_envs() -> None:
 def _episode_job(item: dict) -> dict:
     """One episode (or one paired / but-for replay) of an evaluation; depends only on ``item``.
 
-    ``item["kind"]``: ``safety`` (a clean episode: metrics and the trajectory), ``robustness`` (one
+    ``item["kind"]``: ``safety`` (a clean episode: metrics and the trajectory), ``baseline`` (a clean
+    episode of a trivial baseline: metrics), ``robustness`` (one
     condition on one seed: metrics), ``pair`` (one intervention's control and treatment arms on one
     seed: paired metrics, and the two trajectories with observations when ``keep_obs``), ``but_for``
     (the but-for replays of one failed trajectory)."""
@@ -252,12 +242,12 @@ def _episode_job(item: dict) -> dict:
     metric_fn = grasp_metrics if ctx["task"] == "grasp" else driving_metrics
     mcfg = DrivingMetricConfig.from_dict(ctx.get("safety"))
     out: dict[str, Any] = {}
-    if kind == "safety":
+    if kind in ("safety", "baseline"):
         s = int(item["seed"])
         tr = rollout(_env_of(env_id, cfg), pol, s, max_steps=item["max_steps"], record_obs_every=item["record_obs_every"])
         m = metric_fn(tr.infos, tr.dt, mcfg)
         m["seed"], m["outcome"] = s, episode_outcome(tr)
-        out = {"metrics": m, "traj": tr}
+        out = {"metrics": m, "traj": tr} if kind == "safety" else {"metrics": m}
     elif kind == "robustness":
         s, c = int(item["seed"]), item["condition"]
         env = _env_of(env_id, cfg)
@@ -323,11 +313,16 @@ def _remote_policy(policy: Any, pol: Any, spec: PolicySpec | None) -> tuple:
     return ("pickle", hashlib.sha1(blob).hexdigest(), blob)
 
 
-def _task_metrics(task: str) -> set[str]:
-    if task == "grasp":
-        return set(grasp_metrics([{}], 0.05))
-    infos = [{"route_completion": 0.0, "distance_m": 0.0, "speed_mps": 0.0, "yaw_rate_radps": 0.0} for _ in range(3)]
-    return set(driving_metrics(infos, 0.05)) | {"per_km"}
+def _has_key(cfg: dict, dotted: str) -> bool:
+    """Whether an env config (dotted keys and/or nested dicts, as ``gym.make(config=...)`` takes) sets ``dotted``."""
+    if dotted in cfg:
+        return True
+    parts = dotted.split(".")
+    for i in range(1, len(parts)):
+        head = ".".join(parts[:i])
+        if isinstance(cfg.get(head), dict) and _has_key(cfg[head], ".".join(parts[i:])):
+            return True
+    return False
 
 
 def _thresholds_for(thresholds: dict | None, task: str) -> tuple[dict, list[dict]]:
@@ -336,7 +331,7 @@ def _thresholds_for(thresholds: dict | None, task: str) -> tuple[dict, list[dict
     the other task has is not applicable (reported, never failing); any other unknown path fails."""
     flat, skipped = {}, []
     other = "driving" if task == "grasp" else "grasp"
-    mine, theirs = _task_metrics(task), _task_metrics(other)
+    mine, theirs = task_metrics(task), task_metrics(other)
     for k, v in (thresholds or {}).items():
         if k in ("driving", "grasp") and isinstance(v, dict):
             if k == task:
@@ -364,40 +359,62 @@ def evaluate(
     ray: bool = False,
     address: str | None = None,
     num_cpus: int | None = None,
+    baselines: bool | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``policy`` (SB3 model, :class:`EvalPolicy`, callable ``obs -> action``, :class:`PolicySpec`,
-    or ``"scripted"``) on ``env_id`` with ``suite``. ``seeds`` overrides every section's seed count;
+    ``"scripted"``, ``"stop"`` or ``"constant"``) on ``env_id`` with ``suite`` (name, path or dict; validated,
+    :mod:`kai_drive.evaluation.suite`). ``result["passed"]`` is True / False, or None when no threshold
+    applies to the env. ``seeds`` overrides every section's seed count;
     ``episodes`` only the safety section's. Returns the result dict (see docs/evaluation.md for the schema).
 
     ``ray=True`` runs the episodes as Ray tasks (``address``: a cluster to join, else ``$RAY_ADDRESS``, else
     an already initialised Ray, else a local instance with ``num_cpus``); the numbers are the same as a
     serial run's. The workers rebuild the policy from its :class:`PolicySpec` (``"scripted"``, and what
     ``python -m kai_drive.evaluate --run/--model`` loads, carry one) or unpickle it (a picklable callable);
-    anything else raises ValueError. Needs the extra ``pip install "kai-drive[ray]"``."""
+    anything else raises ValueError. Needs the extra ``pip install "kai-drive[ray]"``.
+
+    ``baselines``: run the trivial baselines (``stop``, ``constant``; kai_drive/evaluation/baselines.py) on
+    the safety seeds beside the policy (``None``: as the suite says, default on; ``False``: off)."""
     from kai_drive.catalog import resolve_env
 
     env_id, alias = resolve_env(env_id)
     S = load_suite(suite)
+    is_grasp = "grasp" in env_id.lower()
+    task = "grasp" if is_grasp else "driving"
     spec: PolicySpec | None = None
     if isinstance(policy, str):
-        if policy != "scripted":
-            raise ValueError(f"policy {policy!r}: the built-in policy is 'scripted' (or pass a model / callable)")
-        spec = PolicySpec("scripted", env_id)
+        if policy not in ("scripted", *BASELINES):
+            raise ValueError(f"policy {policy!r}: the built-in policies are 'scripted', "
+                             f"{', '.join(repr(b) for b in BASELINES)} (or pass a model / callable)")
+        spec = PolicySpec(policy, env_id, task=task)
         pol = spec.build()
     elif isinstance(policy, PolicySpec):
-        spec = PolicySpec("scripted", env_id) if policy.kind == "scripted" else policy
+        spec = PolicySpec(policy.kind, env_id, task=task) if policy.kind in ("scripted", *BASELINES) else policy
         pol = spec.build()
     else:
         pol = as_policy(policy)
         spec = next((x for x in (getattr(pol, "spec", None), getattr(policy, "spec", None)) if isinstance(x, PolicySpec)), None)
-    reads_obs = not (spec is not None and spec.kind == "scripted")
-    is_grasp = "grasp" in env_id.lower()
-    task = "grasp" if is_grasp else "driving"
+    reads_obs = not (spec is not None and spec.kind in ("scripted", *BASELINES))
+    # env config: the suite's defaults for the task < the policy's own (a run's test config) < the caller's
     cfg = dict(getattr(pol, "env_config", {}) or {})
     cfg.update(env_config or {})
-    if not reads_obs:  # privileged scripted policy: sensors only cost time
-        cfg.setdefault("sensors.camera.enabled", False)
-        cfg.setdefault("sensors.lidar.enabled", False)
+    for k, v in ((S.get("env_config") or {}).get(task) or {}).items():
+        if not _has_key(cfg, k):
+            cfg[k] = v
+    if not reads_obs:  # privileged scripted policy / trivial baseline: sensors only cost time
+        for k in ("sensors.camera.enabled", "sensors.lidar.enabled"):
+            if not _has_key(cfg, k):
+                cfg[k] = False
+    bl_cfg = S.get("baselines", True)
+    if baselines is False or bl_cfg is False:
+        bl_names: list[str] = []
+    elif isinstance(bl_cfg, dict) and task in bl_cfg:
+        bl_names = list(bl_cfg[task])
+    else:
+        bl_names = default_baselines(task)
+    bl_names = [b for b in bl_names if not (spec is not None and spec.kind == b)]  # the policy itself is a row already
+    baseline_runs = {b: PolicySpec(b, env_id, task=task) for b in bl_names}
+    bl_env = {**cfg, "sensors.camera.enabled": False, "sensors.lidar.enabled": False}  # they read nothing
     mk = lambda: make_env(env_id, cfg)  # noqa: E731
     base = int(S.get("seed_base", 2**30 + 2**29))
     n_safe = int(episodes or seeds or S.get("seeds", 10))
@@ -418,13 +435,14 @@ def evaluate(
     probe = mk()
     obs_keys = sorted(probe.observation_space.spaces) if hasattr(probe.observation_space, "spaces") else []
     dt = 1.0 / float(probe.metadata.get("render_fps", 20))
+    renderer = getattr(probe.unwrapped, "renderer", None) or probe.metadata.get("renderer")  # "tiny" / "egl" / "opengl"
     probe.close()
 
     conds = dict(R.get("conditions") or {}) if "robustness" in sections else {}
     ivs = [Intervention.from_dict(k, v) for k, v in (C.get("interventions") or {}).items()] if "causal" in sections else []
     result: dict[str, Any] = {
         "schema": SCHEMA, "env_id": env_id, "env_alias": alias, "policy": pol.name, "suite": S.get("name"),
-        "suite_config": S, "env_config": cfg, "observation_keys": obs_keys, "dt_s": dt,
+        "suite_config": S, "env_config": cfg, "renderer": renderer, "observation_keys": obs_keys, "dt_s": dt,
         "seeds": {"safety": safety_seeds}, "wall_s": {}, "notes": [],
     }
     t_all = time.perf_counter()
@@ -452,7 +470,8 @@ def evaluate(
                 pdesc = ("local", token)
                 result["execution"] = {"backend": "serial"}
             _run_suite(result, S, pol, pdesc, env_id, task, cfg, dt, obs_keys, reads_obs, safety_seeds, n_rob,
-                       n_cau, conds, ivs, R, C, A, sections, progress, log, bool(ray))
+                       n_cau, conds, ivs, R, C, A, sections, progress, log, bool(ray),
+                       {b: ("spec", sp) for b, sp in baseline_runs.items()}, bl_env)
     finally:
         if token is not None:
             _LOCAL_POLICIES.pop(token, None)
@@ -460,18 +479,23 @@ def evaluate(
     result["wall_s"]["total"] = time.perf_counter() - t_all
 
     applicable, skipped = _thresholds_for(S.get("thresholds"), task)
-    summary = {"safety": result["safety"]["summary"]}
-    result["thresholds"] = check_thresholds(summary, applicable) + skipped
-    if skipped and not applicable:
-        result["notes"].append(f"no threshold of the suite applies to a {task} env (add `thresholds: {{{task}: "
-                               "{path: condition}}` to the suite)")
-    result["passed"] = all(t["passed"] for t in result["thresholds"] if t["passed"] is not None)
+    result["thresholds"] = check_thresholds({"safety": result["safety"]["summary"]}, applicable) + skipped
+    result["passed"] = verdict(result["thresholds"])
+    if result["passed"] is None:
+        result["notes"].append(f"no thresholds apply: the suite has none for a {task} env, so nothing was checked "
+                               f"(add `thresholds: {{{task}: {{path: condition}}}}` to the suite); exit status 3")
+    for b, row in (result.get("baselines") or {}).items():
+        row["thresholds"] = check_thresholds({"safety": row["summary"]}, applicable)
+        row["passed"] = verdict(row["thresholds"])
+        if row["passed"]:
+            result["notes"].append(f"the suite's thresholds PASS the trivial `{b}` baseline ({row['policy']}): they "
+                                   "reward inaction or blind driving and cannot tell a good policy from it")
     result["_policy"] = pol  # not serialised; the report's videos re-run it
     return result
 
 
 def _run_suite(result, S, pol, pdesc, env_id, task, cfg, dt, obs_keys, reads_obs, safety_seeds, n_rob, n_cau,
-               conds, ivs, R, C, A, sections, progress, log, use_ray) -> None:
+               conds, ivs, R, C, A, sections, progress, log, use_ray, baseline_descs=None, baseline_env=None) -> None:
     is_grasp = task == "grasp"
     metric_fn = grasp_metrics if is_grasp else driving_metrics
     mcfg = DrivingMetricConfig.from_dict(S.get("safety"))
@@ -502,6 +526,10 @@ def _run_suite(result, S, pol, pdesc, env_id, task, cfg, dt, obs_keys, reads_obs
     every = max(1, int(round(0.5 / dt)))
     jobs = [{"ctx": ctx, "kind": "safety", "seed": s, "max_steps": max_steps,
              "record_obs_every": every if reads_obs and obs_budget > 0 else 0} for s in safety_seeds]
+    for b, desc in (baseline_descs or {}).items():  # trivial baselines on the same safety seeds (they read nothing)
+        bctx = {**ctx, "policy": desc, "env_config": baseline_env if baseline_env is not None else cfg}
+        jobs += [{"ctx": bctx, "kind": "baseline", "name": b, "seed": s, "max_steps": max_steps, "record_obs_every": 0}
+                 for s in safety_seeds]
     rob_seeds = safety_seeds[:n_rob]
     rob_horizon = int(float(R.get("max_s", 20)) / dt)
     notes: dict[str, str] = {}
@@ -513,7 +541,7 @@ def _run_suite(result, S, pol, pdesc, env_id, task, cfg, dt, obs_keys, reads_obs
         elif need and need not in obs_keys:
             note = f"skipped: the policy has no {need} observation"
         elif not reads_obs and ("transform" in c or "attack" in c):
-            note = "skipped: the privileged scripted policy does not read observations"
+            note = "skipped: the policy does not read observations (privileged scripted / trivial baseline)"
         elif "attack" in c and not getattr(pol, "differentiable", False):
             note = "skipped: the policy is not differentiable (attacks need an SB3 torch policy)"
         if note is not None:
@@ -536,7 +564,7 @@ def _run_suite(result, S, pol, pdesc, env_id, task, cfg, dt, obs_keys, reads_obs
     busy = " of worker time" if use_ray else ""
     if use_ray:
         log(f"episodes: {len(jobs)} jobs on Ray in {result['wall_s']['episodes']:.1f} s")
-    by_kind: dict[str, list[dict]] = {"safety": [], "robustness": [], "pair": []}
+    by_kind: dict[str, list[dict]] = {"safety": [], "baseline": [], "robustness": [], "pair": []}
     for j, r in zip(jobs, done):
         by_kind[j["kind"]].append(r)
 
@@ -547,6 +575,19 @@ def _run_suite(result, S, pol, pdesc, env_id, task, cfg, dt, obs_keys, reads_obs
                         "outcomes": {o: sum(e["outcome"] == o for e in per_ep) for o in sorted({e["outcome"] for e in per_ep})}}
     result["wall_s"]["safety"] = sum((r["seconds"] for r in by_kind["safety"]), 0.0)
     log(f"safety: {n_safe} episodes in {result['wall_s']['safety']:.1f} s{busy}")
+
+    # -- baselines (same seeds) ----------------------------------------------------------------------
+    if baseline_descs:
+        it = iter(by_kind["baseline"])
+        bls: dict[str, Any] = {}
+        for b, desc in baseline_descs.items():
+            per_b = [next(it)["metrics"] for _ in safety_seeds]
+            bls[b] = {"policy": _policy_of(desc).name, "summary": _aggregate(per_b, rate_keys),
+                      "outcomes": {o: sum(e["outcome"] == o for e in per_b) for o in sorted({e["outcome"] for e in per_b})},
+                      "per_episode": per_b}
+        result["baselines"] = bls
+        result["wall_s"]["baselines"] = sum((r["seconds"] for r in by_kind["baseline"]), 0.0)
+        log(f"baselines: {', '.join(baseline_descs)} on the same {n_safe} seeds in {result['wall_s']['baselines']:.1f} s{busy}")
 
     # -- robustness --------------------------------------------------------------------------------
     if conds:
@@ -622,7 +663,7 @@ def _run_suite(result, S, pol, pdesc, env_id, task, cfg, dt, obs_keys, reads_obs
 def _modality(pol, trajs, obs_keys, reads_obs, obs_budget, rob, outcome_key) -> dict:
     """Modality reliance: action change at matched states + the outcome change from robustness."""
     if not reads_obs:
-        return {"note": "skipped: the privileged scripted policy does not read observations"}
+        return {"note": "skipped: the policy does not read observations (privileged scripted / trivial baseline)"}
     obs_list = [o for tr in trajs for o in tr.obs.values()][:obs_budget]
     specs = {"camera": {"camera": "black"}, "lidar": {"lidar": "missing"}, "depth": {"depth": "zero"},
              "state": {"state": "zero"}}

@@ -256,24 +256,46 @@ def attach_run_encoder(model: Any, encoder: dict, env_id: str | None, env_config
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "final") -> tuple[SB3Policy, str]:
-    """``(policy, env_id)`` of a training run folder; ``checkpoint`` is ``final`` or ``best``."""
+    """``(policy, env_id)`` of a training run folder; ``checkpoint`` is ``final`` or ``best``.
+
+    The policy's ``env_config`` is the run's **test** config (``env_config`` + ``test_env_config`` of its
+    recipe, e.g. the grasp test objects): what its final evaluation used, never what selected the model.
+    A run made before ``test_env_config`` existed gets ``env_config`` + ``eval_env_config`` (its final
+    evaluation's). ``policy.trained_renderer`` is the renderer of its training images (config.yaml's
+    ``renderer``; "tiny" for runs that predate the key); a :class:`RendererMismatchWarning` names both when
+    this machine's env (with that config) renders with another one and the policy sees images.
+
+    The model ``.zip`` and VecNormalize ``.pkl`` are pickles: loading a run folder runs code from it, so
+    load only runs you trust.
+    """
     import yaml
+
+    from kai_drive.training.recipe import env_config_for
+    from kai_drive.training.runs import check_run_renderer
 
     run = Path(run_dir)
     cfg_path = run / "config.yaml"
     if not cfg_path.exists():
         raise FileNotFoundError(f"--run {run}: no config.yaml (expected a folder runs/<alias>/<algo>_<n>/)")
-    cfg = yaml.safe_load(cfg_path.read_text())
+    try:
+        cfg = yaml.safe_load(cfg_path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"--run {run}: {cfg_path.name} is not valid YAML ({exc})") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"--run {run}: {cfg_path.name} is damaged (expected a mapping, got {type(cfg).__name__})")
     if checkpoint not in ("final", "best"):
         raise ValueError(f"checkpoint must be 'final' or 'best', got {checkpoint!r}")
     model = run / f"{checkpoint}_model.zip"
     vn = run / ("vecnormalize.pkl" if checkpoint == "final" else "best_model_vecnormalize.pkl")
     if not model.exists():
         raise FileNotFoundError(f"--run {run}: no {model.name} (is training finished? try --checkpoint best)")
-    recipe = cfg.get("recipe", {})
-    env_config = dict(recipe.get("env_config") or {})
+    recipe = cfg.get("recipe") or {}
+    env_config = env_config_for(recipe, "test")
+    env_id = str(cfg.get("env_id"))
     pol = load_model(model, cfg.get("algo", "ppo"), vn if vn.exists() else None, env_config,
                      int(recipe.get("frame_stack", 1) or 1), encoder=recipe.get("encoder"),
-                     env_id=str(cfg.get("env_id")))
+                     env_id=env_id)
     pol.name = f"{cfg.get('algo', 'ppo')}:{run.parent.name}/{run.name}"
-    return pol, str(cfg.get("env_id"))
+    pol.trained_renderer = check_run_renderer(cfg, env_id, env_config, f"the policy of {run}")
+    return pol, env_id
+

@@ -189,16 +189,52 @@ def _videos(res: dict, out: Path, n: int, frames_every: int, size: tuple[int, in
     return vids
 
 
+def _baselines_table(res: dict) -> list[str]:
+    """The policy beside the trivial baselines on the same seeds: a score that stop or constant earns rewards
+    inaction (the "comfortably stuck" pitfall of closed-loop driving benchmarks)."""
+    bls = res.get("baselines") or {}
+    if not bls:
+        return []
+    s = res["safety"]["summary"]
+    grasp = "driving_score" not in s
+    L = [f"## Baselines (same {len(res['safety']['per_episode'])} seeds)\n",
+         "Trivial policies beside the evaluated one: a threshold or score they pass rewards standing still or driving "
+         "blindly, not driving.\n"]
+    if grasp:
+        L.append("| policy | success | drops | peak contact force (N) | objects out | thresholds |\n|---|---|---|---|---|---|")
+    else:
+        L.append("| policy | success | route completion | collision | lane invasions / episode | driving score | thresholds |"
+                 "\n|---|---|---|---|---|---|---|")
+    state = {True: "pass", False: "fail", None: "n/a"}
+
+    def row(name: str, summ: dict, passed: bool | None) -> str:
+        if grasp:
+            cells = [_rate(summ.get("success")), _fmt(summ.get("drops")), _fmt(summ.get("peak_contact_force_n")),
+                     _fmt(summ.get("objects_out"))]
+        else:
+            cells = [_rate(summ.get("success")), _fmt(summ.get("route_completion")), _rate(summ.get("collision")),
+                     _fmt(summ.get("lane_invasion_events")), _fmt(summ.get("driving_score"))]
+        return f"| {name} | " + " | ".join(cells) + f" | {state[passed]} |"
+
+    L.append(row(f"**{res['policy']}** (evaluated)", s, res.get("passed")))
+    for b, r in bls.items():
+        L.append(row(f"`{b}`: {r['policy']}", r["summary"], r.get("passed")))
+    L.append("")
+    return L
+
+
 def _markdown(res: dict, figs: list, vids: list, command: str | None) -> str:
     L = []
     s = res["safety"]["summary"]
     L.append(f"# Evaluation: `{res['policy']}` on `{res['env_id']}` (suite `{res['suite']}`)\n")
     L.append(f"{res.get('created', '')} · {res.get('machine', '')} · total {res['wall_s'].get('total', 0):.0f} s"
              + (f" · `{command}`" if command else "") + "\n")
-    ok = "PASSED" if res["passed"] else "FAILED"
+    ok = {True: "PASSED", False: "FAILED"}.get(res["passed"], "no thresholds apply (nothing checked; not passed)")
     def verdict(t: dict) -> str:
         return "ok" if t["passed"] else ("FAIL" if t["passed"] is False else t.get("note", "n/a"))
 
+    if res.get("renderer"):
+        L.append(f"Renderer: `{res['renderer']}`.\n")
     L.append(f"**Thresholds: {ok}** " + "; ".join(f"`{t['path']} {t['condition']}` (actual {t['actual'] if not isinstance(t['actual'], float) else round(t['actual'], 3)}): {verdict(t)}" for t in res["thresholds"]) + "\n")
     if res.get("execution", {}).get("backend") == "ray":
         ex = res["execution"]
@@ -217,6 +253,7 @@ def _markdown(res: dict, figs: list, vids: list, command: str | None) -> str:
         if v.get("per_km") is not None:
             L.append(f"| {k} per km | {v['per_km']:.2f} [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}] |")
     L.append("\nOutcomes: " + ", ".join(f"{k} {v}" for k, v in res["safety"]["outcomes"].items()) + "\n")
+    L.extend(_baselines_table(res))
     rob = res.get("robustness")
     if rob:
         L.append(f"## Robustness (same seeds, {rob.get('horizon_s', 0):.0f} s horizon; change vs clean, paired 95 % CI, * = CI excludes 0)\n")
