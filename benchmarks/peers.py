@@ -4,7 +4,7 @@ kai-drive's in docs/performance.md). Install with benchmarks/requirements-peers.
     python benchmarks/peers.py --seconds 10 [--json peers.json]
 
 * bullet3's RacecarZEDGymEnv (pybullet_envs; a camera observation, TinyRenderer, no GUI);
-* bullet3's KukaCamGymEnv (camera observation);
+* bullet3's KukaCamGymEnv and KukaDiverseObjectEnv (camera observations);
 * highway-env's ``highway-fast-v0`` (its default kinematics observation).
 A peer that fails to build is reported with its error instead of a number.
 """
@@ -42,6 +42,13 @@ def kuka_cam(seconds: float) -> float:
     return timed(env.reset, lambda a: env.step(a)[2], env.action_space.sample, seconds)
 
 
+def kuka_diverse(seconds: float) -> float:
+    from pybullet_envs.bullet.kuka_diverse_object_gym_env import KukaDiverseObjectEnv
+
+    env = KukaDiverseObjectEnv(renders=False, isDiscrete=False)
+    return timed(env.reset, lambda a: env.step(a)[2], env.action_space.sample, seconds)
+
+
 def highway_fast(seconds: float) -> float:
     import gymnasium
     import highway_env  # noqa: F401  (registers highway-fast-v0)
@@ -62,7 +69,7 @@ def main() -> int:
     ap.add_argument("--json")
     args = ap.parse_args()
     res = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(), "steps_per_s": {}}
-    for name, fn in (("RacecarZEDGymEnv", racecar_zed), ("KukaCamGymEnv", kuka_cam), ("highway-fast-v0", highway_fast)):
+    for name, fn in (("RacecarZEDGymEnv", racecar_zed), ("KukaCamGymEnv", kuka_cam), ("KukaDiverseObjectEnv", kuka_diverse), ("highway-fast-v0", highway_fast)):
         try:
             res["steps_per_s"][name] = round(fn(args.seconds), 1)
         except Exception as exc:  # report the peer that does not build, keep timing the others
