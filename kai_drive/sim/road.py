@@ -21,6 +21,7 @@ Bodies
 from __future__ import annotations
 
 import math
+import threading
 from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -601,6 +602,75 @@ _MARKING_Z = 0.010  # painted lines height, m
 _MAX_COMPOUND = 16  # PyBullet silently drops children beyond 16 in createCollisionShapeArray
 
 
+# ---------------------------------------------------------------------------------------------
+# in-memory meshes without leaking memory
+# ---------------------------------------------------------------------------------------------
+class _MeshArgs:
+    """Reusable Python lists for ``createVisualShape(GEOM_MESH, vertices=, indices=, normals=)``.
+
+    PyBullet (3.2.7 and bullet3 master, ``examples/pybullet/pybullet.c``) leaks references to what it
+    is given: ``extractVertices`` / ``extractIndices`` / ``extractUVs`` never ``Py_DECREF`` the
+    ``PySequence_Fast`` of the outer list nor the ``PySequence_GetItem`` of every [x, y, z] row, and
+    they run twice per call (count, then copy). Fresh lists from ``ndarray.tolist()`` (every vertex and
+    normal row with its floats, every index list) therefore stayed alive forever: ~0.3 MB per driving
+    reset, whatever ``resetSimulation`` freed on the C++ side (issue 1b). Here the outer lists
+    and the rows are the same Python objects on every call, their *contents* overwritten in place, so
+    the leaked references pin only these buffers (bounded by the largest mesh ever built) and the old
+    floats and ints are freed as usual. The values passed are the same, so the meshes are bit-identical.
+
+    One instance per process, guarded by a lock (the buffers are shared by every world's client).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._vertex_rows: list[list[float]] = []
+        self._normal_rows: list[list[float]] = []
+        self._vertices: list[list[float]] = []
+        self._normals: list[list[float]] = []
+        self._indices: list[int] = []
+
+    @staticmethod
+    def _fill(pool: list[list[float]], out: list[list[float]], values: np.ndarray) -> None:
+        rows = np.asarray(values, dtype=float).reshape(-1, 3).tolist()
+        while len(pool) < len(rows):
+            pool.append([0.0, 0.0, 0.0])
+        for row, new in zip(pool, rows):
+            row[:] = new
+        out[:] = pool[: len(rows)]
+
+    def create_visual(self, client, vertices: np.ndarray, indices: np.ndarray, normals: np.ndarray, rgba) -> int:
+        """``client.createVisualShape(GEOM_MESH, ...)`` of ``vertices`` (n, 3) m, triangle ``indices``
+        (3 m,) and per-vertex ``normals`` (n, 3), coloured ``rgba``; returns the visual shape id."""
+        import pybullet
+
+        with self._lock:
+            self._fill(self._vertex_rows, self._vertices, vertices)
+            self._fill(self._normal_rows, self._normals, normals)
+            self._indices[:] = np.asarray(indices).ravel().tolist()
+            try:
+                return client.createVisualShape(
+                    pybullet.GEOM_MESH, vertices=self._vertices, indices=self._indices, normals=self._normals,
+                    rgbaColor=list(rgba),
+                )
+            finally:  # keep only the reusable rows referenced, not the last mesh's size
+                self._indices.clear()
+
+
+_MESH_ARGS = _MeshArgs()
+
+
+def _up_normals(n: int) -> np.ndarray:
+    """(n, 3) normals along +z."""
+    out = np.zeros((n, 3))
+    out[:, 2] = 1.0
+    return out
+
+
+def _mesh_visual(client, vertices: np.ndarray, indices: np.ndarray, normals: np.ndarray, rgba) -> int:
+    """A visual mesh shape (see :class:`_MeshArgs` for why it does not pass fresh lists)."""
+    return _MESH_ARGS.create_visual(client, vertices, indices, normals, rgba)
+
+
 def _stations(length_m: float, step_m: float) -> np.ndarray:
     n = max(1, int(math.ceil(length_m / step_m - 1e-9)))
     return np.linspace(0.0, length_m, n + 1)
@@ -762,12 +832,7 @@ def _create_edge_body(client, route, layout, side, rgba, s_vis, box_step_m) -> i
         lo, hi = s_edges[a], s_edges[b]
         s_chunk = np.concatenate(([lo], s_vis[(s_vis > lo + 1e-6) & (s_vis < hi - 1e-6)], [hi]))
         v, idx, nrm = _barrier_visual(route, s_chunk, side, d_in, thick, height, caps=(a == 0, b == n_boxes))
-        visuals.append(
-            client.createVisualShape(
-                pybullet.GEOM_MESH, vertices=v.tolist(), indices=idx.tolist(), normals=nrm.tolist(),
-                rgbaColor=list(rgba),
-            )
-        )
+        visuals.append(_mesh_visual(client, v, idx, nrm, rgba))
         shapes.append(
             client.createCollisionShapeArray(
                 [pybullet.GEOM_BOX] * (b - a),
@@ -849,10 +914,7 @@ def build_road(
     e = layout.edge_offset_m
     s_st = _adaptive_stations(route, mesh_tolerance_m, mesh_max_step_m, e + layout.barrier_thickness_m)
     v, idx = _strip_mesh(route, s_st, -e, e, _ROAD_Z)
-    r_vis = client.createVisualShape(
-        pybullet.GEOM_MESH, vertices=v.tolist(), indices=idx.tolist(), normals=[[0, 0, 1]] * len(v),
-        rgbaColor=list(col["road"]),
-    )
+    r_vis = _mesh_visual(client, v, idx, _up_normals(len(v)), col["road"])
     bodies["road"] = client.createMultiBody(0, -1, r_vis, [0, 0, 0])
 
     # markings: solid outer edge lines + dashed separators
@@ -881,10 +943,7 @@ def build_road(
         inds.append(idx + off)
         off += len(v)
     v = np.concatenate(verts)
-    m_vis = client.createVisualShape(
-        pybullet.GEOM_MESH, vertices=v.tolist(), indices=np.concatenate(inds).tolist(),
-        normals=[[0, 0, 1]] * len(v), rgbaColor=list(col["marking"]),
-    )
+    m_vis = _mesh_visual(client, v, np.concatenate(inds), _up_normals(len(v)), col["marking"])
     bodies["markings"] = client.createMultiBody(0, -1, m_vis, [0, 0, 0])
 
     # edges
@@ -903,10 +962,7 @@ def build_road(
     q = (np.arange(nx)[:, None] * (ny + 1) + np.arange(ny)[None, :]).ravel()
     # cell corners: q (x0,y0), q+ny+1 (x1,y0), q+ny+2 (x1,y1), q+1 (x0,y1); CCW from above
     gi = np.stack([q, q + ny + 1, q + ny + 2, q, q + ny + 2, q + 1], axis=1).ravel()
-    g_vis = client.createVisualShape(
-        pybullet.GEOM_MESH, vertices=gv.tolist(), indices=gi.tolist(), normals=[[0, 0, 1]] * len(gv),
-        rgbaColor=list(col["ground"]),
-    )
+    g_vis = _mesh_visual(client, gv, gi, _up_normals(len(gv)), col["ground"])
     g_col = client.createCollisionShape(pybullet.GEOM_PLANE)
     bodies["ground"] = client.createMultiBody(0, g_col, g_vis, [0, 0, 0])
     # Bullet multiplies the two surfaces' friction: 1.0 here gives the tyres their own 0.95 grip
