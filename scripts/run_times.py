@@ -9,8 +9,8 @@ reported apart (status.json imitation_wall_time_s). The final evaluation's wall 
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 
@@ -27,11 +27,12 @@ def times(run: Path) -> dict:
             "final_eval_s": final.get("eval_wall_time_s")}
 
 
-def main(argv: list[str]) -> int:
-    if not argv:
-        print(__doc__)
-        return 2
-    rows = [times(Path(a)) for a in argv]
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python scripts/run_times.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", type=Path, help="run folders (runs/<alias>/<algo>_<n>)")
+    args = ap.parse_args(argv)
+    rows = [times(run) for run in args.runs]
     keys = list(rows[0])
     print("| " + " | ".join(keys) + " |")
     print("|" + "---|" * len(keys))
@@ -41,4 +42,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(main())
