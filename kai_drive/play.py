@@ -17,6 +17,8 @@ import time
 import zipfile
 from pathlib import Path
 
+from kai_drive.files import read_yaml_mapping
+
 EPILOG = """\
 examples:
   python -m kai_drive.play --run runs/lane-keep/ppo_1                 # best model, 3 episodes
@@ -93,18 +95,6 @@ def _algo_of(model_path: Path) -> str:
     raise ValueError(f"{model_path}: cannot tell which algorithm saved it (policy module {module!r})")
 
 
-def _read_config(path: Path) -> dict:
-    import yaml
-
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: damaged (expected a mapping, got {type(config).__name__})")
-    return config
-
-
 def _find_run_files(args: argparse.Namespace) -> tuple[Path, Path | None, dict | None, Path]:
     """``(model, vecnormalize or None, config or None, output folder)``.
 
@@ -118,7 +108,7 @@ def _find_run_files(args: argparse.Namespace) -> tuple[Path, Path | None, dict |
         run = args.run
         if not (run / "config.yaml").is_file():
             raise ValueError(f"--run {run}: no config.yaml (not a kai_drive.train run folder)")
-        config = _with_role(_read_config(run / "config.yaml"), getattr(args, "role", "test"))
+        config = _with_role(read_yaml_mapping(run / "config.yaml"), getattr(args, "role", "test"))
         if args.which == "latest":
             ckpt, skipped = runs.latest_readable_checkpoint(run)
             for steps, path, why in skipped:
@@ -154,7 +144,7 @@ def _find_run_files(args: argparse.Namespace) -> tuple[Path, Path | None, dict |
             cand = folder / "vecnormalize.pkl"
         stats = cand if cand.is_file() else None
     if (run / "config.yaml").is_file():
-        config = _with_role(_read_config(run / "config.yaml"), getattr(args, "role", "test"))
+        config = _with_role(read_yaml_mapping(run / "config.yaml"), getattr(args, "role", "test"))
     return model, stats, config, run / "videos"
 
 

@@ -236,13 +236,17 @@ def dotted_to_nested(pairs: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _format_error(source: str, err: ValidationError) -> str:
+def format_validation_error(source: str, err: ValidationError,
+                            unknown_hint: str = "see envs/*.yaml for the valid keys") -> str:
+    """One line per error: ``source: dotted.key: message`` (an unknown key says so, with ``unknown_hint``)."""
     lines = []
     for e in err.errors():
         loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see envs/*.yaml for the valid keys)"
+            msg = f"unknown key (check the spelling; {unknown_hint})"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
         lines.append(f"{source}: {loc}: {msg}")
     return "\n".join(lines)
 
@@ -263,7 +267,7 @@ def validate_env_spec(data: Mapping[str, Any], source: str) -> EnvSpec:
     try:
         return EnvSpec.model_validate(dict(data))
     except ValidationError as err:
-        raise SpecError(_format_error(source, err)) from None
+        raise SpecError(format_validation_error(source, err)) from None
 
 
 def load_env_spec(path: Path, overrides: Mapping[str, Any] | None = None) -> EnvSpec:

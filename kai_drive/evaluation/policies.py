@@ -268,8 +268,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "final") -> tuple[SB3Policy,
     The model ``.zip`` and VecNormalize ``.pkl`` are pickles: loading a run folder runs code from it, so
     load only runs you trust.
     """
-    import yaml
-
+    from kai_drive.files import read_yaml_mapping
     from kai_drive.training.recipe import env_config_for
     from kai_drive.training.runs import check_run_renderer
 
@@ -277,12 +276,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "final") -> tuple[SB3Policy,
     cfg_path = run / "config.yaml"
     if not cfg_path.exists():
         raise FileNotFoundError(f"--run {run}: no config.yaml (expected a folder runs/<alias>/<algo>_<n>/)")
-    try:
-        cfg = yaml.safe_load(cfg_path.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"--run {run}: {cfg_path.name} is not valid YAML ({exc})") from None
-    if not isinstance(cfg, dict):
-        raise ValueError(f"--run {run}: {cfg_path.name} is damaged (expected a mapping, got {type(cfg).__name__})")
+    cfg = read_yaml_mapping(cfg_path, f"--run {run}: ")
     if checkpoint not in ("final", "best"):
         raise ValueError(f"checkpoint must be 'final' or 'best', got {checkpoint!r}")
     model = run / f"{checkpoint}_model.zip"

@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kai_drive.evaluation.metrics import driving_metrics, grasp_metrics
-from kai_drive.specs import SpecError
+from kai_drive.specs import SpecError, format_validation_error
 
 __all__ = ["Suite", "load_suite", "validate_suite", "parse_condition", "task_metrics", "TASKS", "SpecError"]
 
@@ -75,13 +75,17 @@ SensorKey = Literal["camera", "depth", "lidar", "state"]
 RemoveMode = Literal["black", "zero", "missing"]
 
 
-class Noise(_Strict):
-    """Gaussian observation noise std per sensor (camera/depth in 0..255 units, lidar 0..1, state raw)."""
+class PerSensor(_Strict):
+    """A non-negative value per sensor: a Gaussian noise std (``transform.noise``) or an attack budget
+    (``attack.eps``); camera/depth in 0..255 units, lidar 0..1, state raw."""
 
     camera: float = Field(0.0, ge=0)
     depth: float = Field(0.0, ge=0)
     lidar: float = Field(0.0, ge=0)
     state: float = Field(0.0, ge=0)
+
+
+Noise = AttackEps = PerSensor
 
 
 class Transform(_Strict):
@@ -90,13 +94,6 @@ class Transform(_Strict):
     lidar: RemoveMode | None = None
     state: RemoveMode | None = None
     noise: Noise | None = None
-
-
-class AttackEps(_Strict):
-    camera: float = Field(0.0, ge=0)
-    depth: float = Field(0.0, ge=0)
-    lidar: float = Field(0.0, ge=0)
-    state: float = Field(0.0, ge=0)
 
 
 class Attack(_Strict):
@@ -272,19 +269,6 @@ def _check_thresholds(th: dict, source: str) -> None:
 
 
 # -- loading ------------------------------------------------------------------------------------------
-def _format_error(source: str, err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = f"unknown key (check the spelling; valid keys: {_SUITE_KEYS_DOC})"
-        elif msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
-        lines.append(f"{source}: {loc}: {msg}")
-    return "\n".join(lines)
-
-
 def validate_suite(data: Any, source: str) -> dict:
     """Validate a suite mapping; returns it as a plain dict of the keys it set (defaults applied where consumed).
     Raises :class:`SpecError` naming ``source`` and the dotted key."""
@@ -293,7 +277,7 @@ def validate_suite(data: Any, source: str) -> dict:
     try:
         suite = Suite.model_validate(data)
     except ValidationError as err:
-        raise SpecError(_format_error(source, err)) from None
+        raise SpecError(format_validation_error(source, err, f"valid keys: {_SUITE_KEYS_DOC}")) from None
     _check_thresholds(suite.thresholds, source)
     out = suite.model_dump(exclude_unset=True)
     return copy.deepcopy(out)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pickle
 import warnings
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, Mapping
 import torch
 from gymnasium import spaces
 
+from kai_drive.files import atomic as atomic_write  # written atomically: a crash leaves no half file
 from kai_drive.perception.encoders import EncoderConfig, MultiModalEncoder
 from kai_drive.perception.spec import SpecMismatchError, check_spec
 
@@ -178,20 +178,6 @@ def save_weights(encoder: MultiModalEncoder, path: str | Path, manifest: Mapping
     # weights first, manifest last (both atomic): a manifest never describes a half-written .pt
     atomic_write(path, lambda tmp: torch.save(state, tmp))
     atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(full, indent=2) + "\n"))
-    return path
-
-
-def atomic_write(path: str | Path, write: Any) -> Path:
-    """``write(tmp)`` then ``os.replace(tmp, path)``: a reader never sees a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

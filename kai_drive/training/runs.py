@@ -17,13 +17,13 @@ Layout of a run folder::
 from __future__ import annotations
 
 import json
-import os
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from kai_drive.files import atomic  # noqa: F401  (re-exported: run folders write through it)
 
 CHECKPOINT_RE = re.compile(r"^model_(\d+)_steps\.zip$")
 #: observation keys made by the renderer (a policy that sees none of them does not care which renderer)
@@ -44,20 +44,6 @@ def next_run_dir(log_folder: Path, alias: str, algo: str) -> Path:
             return path
         except FileExistsError:  # another run took it meanwhile
             n += 1
-
-
-def atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` then ``os.replace(tmp, path)``: readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def write_text(path: Path, text: str) -> Path:
