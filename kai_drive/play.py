@@ -212,12 +212,11 @@ def play(args: argparse.Namespace) -> int:
         print("warning: the run used VecNormalize but no stats were found; the agent will see raw observations")
     if config is not None:  # the policy saw images from one renderer: say so if this env uses another
         from kai_drive.perception.weights import warn_renderer_mismatch
-        from kai_drive.training.runs import IMAGE_KEYS, run_renderer
+        from kai_drive.training.runs import run_renderer, venv_renderer
 
-        keys = getattr(venv.get_attr("observation_space", indices=[0])[0], "spaces", {})
-        if any(k in keys for k in IMAGE_KEYS):
-            warn_renderer_mismatch(run_renderer(config), str(venv.get_attr("renderer", indices=[0])[0]),
-                                   f"the policy {model_path}")
+        renderer, sees_pixels = venv_renderer(venv)
+        if sees_pixels:
+            warn_renderer_mismatch(run_renderer(config), renderer, f"the policy {model_path}")
     model = algorithms()[algo].load(str(model_path), device="cpu")
     if recipe.get("encoder"):  # trained on frozen embeddings: encode this (raw) env's observations
         from kai_drive.perception.sb3 import attach_encoder

@@ -155,7 +155,9 @@ def prepare(args: argparse.Namespace, argv: list[str]) -> Plan:
     """Resolve the env, the recipe and the env spec; validate everything. Writes nothing."""
     from kai_drive.catalog import env_yaml, resolve_env
     from kai_drive.specs import SpecError, deep_merge, load_env_spec
-    from kai_drive.training.recipe import check_algo_args, load_recipe, parse_set, validate_recipe
+    from kai_drive.training.recipe import (
+        ENV_ROLES, check_algo_args, env_config_for, load_recipe, parse_set, validate_recipe,
+    )
 
     progress = sys.stdout.isatty() if args.progress is None else args.progress
     command = "python -m kai_drive.train " + " ".join(shlex.quote(a) for a in argv)
@@ -242,12 +244,11 @@ def prepare(args: argparse.Namespace, argv: list[str]) -> Plan:
     except SpecError as exc:
         origin = f"{recipe_file}" + (" + --set" if args.set else "")
         raise SpecError(f"env_config (from {origin}) is not valid for {env_id}:\n{exc}") from None
-    for key, merged in (
-        ("train_env_config", train_env_config), ("eval_env_config", eval_env_config), ("test_env_config", test_env_config)
-    ):
+    for role in ENV_ROLES:
+        key = f"{role}_env_config"
         if getattr(recipe, key):
             try:
-                load_env_spec(env_yaml(alias), merged(recipe))
+                load_env_spec(env_yaml(alias), env_config_for(recipe, role))
             except SpecError as exc:
                 raise SpecError(f"{key} (from {recipe_file}) is not valid for {env_id}:\n{exc}") from None
     return Plan(
@@ -289,35 +290,6 @@ def _close(venv: Any, interrupted: bool) -> None:
         pass
 
 
-def _with_extra(env_config: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """``env_config`` with ``extra`` merged on top (both may use dotted keys)."""
-    from kai_drive.specs import deep_merge, dotted_to_nested
-
-    def nested(cfg: dict[str, Any]) -> dict[str, Any]:
-        return deep_merge(
-            {k: v for k, v in cfg.items() if "." not in k}, dotted_to_nested({k: v for k, v in cfg.items() if "." in k})
-        )
-
-    if not extra:
-        return dict(env_config)
-    return deep_merge(nested(env_config), nested(extra))
-
-
-def train_env_config(recipe: Any) -> dict[str, Any]:
-    """env_config + train_env_config, for the training envs."""
-    return _with_extra(recipe.env_config, recipe.train_env_config)
-
-
-def eval_env_config(recipe: Any) -> dict[str, Any]:
-    """env_config + eval_env_config, for the periodic evaluations (they pick best_model.zip: validation)."""
-    return _with_extra(recipe.env_config, recipe.eval_env_config)
-
-
-def test_env_config(recipe: Any) -> dict[str, Any]:
-    """env_config + test_env_config, for the final evaluation (and evaluate/play --run): never for selection."""
-    return _with_extra(recipe.env_config, recipe.test_env_config)
-
-
 def _held_out_seeds(base: int, n: int) -> list[int]:
     return [base + i for i in range(n)]
 
@@ -355,14 +327,14 @@ def run(plan: Plan) -> int:
     try:
         seed_offset = 0 if plan.checkpoint is None else plan.checkpoint[0]
         venv = make_vec_env(
-            plan.env_id, train_env_config(r), r.n_envs, r.vec_env, "train", r.frame_stack, seed=plan.seed + seed_offset,
+            plan.env_id, env_config_for(r, "train"), r.n_envs, r.vec_env, "train", r.frame_stack, seed=plan.seed + seed_offset,
             encoder=r.encoder,
         )
         vn_path = plan.checkpoint[2] if plan.checkpoint else None
         if plan.checkpoint and r.normalisation.enabled and vn_path is None:
             raise UsageError(f"--resume: {plan.checkpoint[1].name} has no VecNormalize stats beside it")
         venv = wrap_normalize(venv, r.normalisation, gamma, load_from=vn_path)
-        renderer, sees_pixels = _renderer_of(venv)
+        renderer, sees_pixels = runs.venv_renderer(venv)
         if sees_pixels:
             from kai_drive.perception.weights import check_weights_renderer, warn_renderer_mismatch
 
@@ -374,7 +346,7 @@ def run(plan: Plan) -> int:
         need_eval = r.eval.freq > 0 or r.eval.final_episodes > 0
         if need_eval:
             eval_base = make_vec_env(
-                plan.env_id, eval_env_config(r), r.eval.n_envs, "subproc", "eval", r.frame_stack, encoder=r.encoder
+                plan.env_id, env_config_for(r, "eval"), r.eval.n_envs, "subproc", "eval", r.frame_stack, encoder=r.encoder
             )
             eval_env = wrap_normalize(eval_base, r.normalisation, gamma, training=False)
 
@@ -523,10 +495,10 @@ def run(plan: Plan) -> int:
             _close(venv, False)
             venv = None
             test_base = eval_base
-            if test_env_config(r) != eval_env_config(r):  # e.g. grasp: validation objects -> test objects
+            if env_config_for(r, "test") != env_config_for(r, "eval"):  # e.g. grasp: validation objects -> test objects
                 _close(eval_base, False)
                 eval_base = test_base = make_vec_env(
-                    plan.env_id, test_env_config(r), r.eval.n_envs, "subproc", "eval", r.frame_stack, encoder=r.encoder
+                    plan.env_id, env_config_for(r, "test"), r.eval.n_envs, "subproc", "eval", r.frame_stack, encoder=r.encoder
                 )
             final_eval(plan, run_dir, test_base, cls, model, gamma, t_start, train_s)
         return 0
@@ -546,6 +518,7 @@ def _imitate(plan: Plan, r: Any, model: Any, run_dir: Path, callbacks: list, say
     from kai_drive.training.callbacks import EvalCallback
     from kai_drive.training.envs import make_vec_env
     from kai_drive.training.imitation import run_imitation
+    from kai_drive.training.recipe import env_config_for
 
     im = r.imitation
     dagger = f"{im.dagger_rounds} DAgger rounds x {im.dagger_episodes} episodes" if im.dagger_rounds else "no DAgger"
@@ -553,7 +526,7 @@ def _imitate(plan: Plan, r: Any, model: Any, run_dir: Path, callbacks: list, say
     t0 = time.perf_counter()
 
     def make_venv():
-        return make_vec_env(plan.env_id, train_env_config(r), im.n_envs, "subproc", "train", r.frame_stack,
+        return make_vec_env(plan.env_id, env_config_for(r, "train"), im.n_envs, "subproc", "train", r.frame_stack,
                             seed=plan.seed + 100_003, encoder=r.encoder, expert=im.expert)
 
     history = run_imitation(model, make_venv, im, seed=plan.seed, log=say, logger=model.logger)
@@ -635,17 +608,6 @@ def final_eval(
         f"wall time {out['total_wall_time_s']:.0f} s -> {run_dir / 'final_eval.json'}"
     )
     return out
-
-
-def _renderer_of(venv: Any) -> tuple[str, bool]:
-    """``(renderer, sees_pixels)``: the renderer the envs resolved ("tiny", "egl", "opengl") and whether the
-    agent's observations contain images (else the renderer cannot matter to it)."""
-    from kai_drive.training.runs import IMAGE_KEYS
-
-    renderer = str(venv.get_attr("renderer", indices=[0])[0])
-    space = venv.get_attr("observation_space", indices=[0])[0]
-    keys = getattr(space, "spaces", {})
-    return renderer, any(k in keys for k in IMAGE_KEYS)
 
 
 def _machine() -> str:

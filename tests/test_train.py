@@ -432,8 +432,7 @@ def test_catalogue_recipes_validate(algo):
     lane-keep has one for every algorithm."""
     from kai_drive.catalog import catalog_dir, env_yaml
     from kai_drive.specs import load_env_spec
-    from kai_drive.train import train_env_config
-    from kai_drive.training.recipe import algo_kwargs, load_recipe
+    from kai_drive.training.recipe import algo_kwargs, env_config_for, load_recipe
 
     entries = yaml.safe_load((catalog_dir("agents") / f"{algo}.yaml").read_text())
     assert "KaiDrive/LaneKeep-v0" in entries
@@ -442,7 +441,7 @@ def test_catalogue_recipes_validate(algo):
         recipe, path = load_recipe(algo, env_id, env_ids()[env_id])
         assert path.name == f"{algo}.yaml"
         load_env_spec(env_yaml(env_id), recipe.env_config)
-        load_env_spec(env_yaml(env_id), train_env_config(recipe))
+        load_env_spec(env_yaml(env_id), env_config_for(recipe, "train"))
         kwargs = algo_kwargs(recipe, algo)
         act = kwargs.get("policy_kwargs", {}).get("activation_fn")
         assert act is None or isinstance(act, type)

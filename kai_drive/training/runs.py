@@ -160,15 +160,16 @@ def all_checkpoints(run_dir: Path) -> list[tuple[int, Path, Path | None]]:
 
 def latest_checkpoint(run_dir: Path) -> tuple[int, Path, Path | None] | None:
     """``(steps, model.zip, vecnormalize.pkl or None)`` of the newest checkpoint, or None."""
-    ckpt = Path(run_dir) / "checkpoints"
-    if not ckpt.is_dir():
-        return None
-    found = [(int(m.group(1)), p) for p in ckpt.iterdir() if (m := CHECKPOINT_RE.match(p.name))]
-    if not found:
-        return None
-    steps, path = max(found)
-    vn = ckpt / f"vecnormalize_{steps}_steps.pkl"
-    return steps, path, vn if vn.is_file() else None
+    found = all_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def venv_renderer(venv: Any) -> tuple[str, bool]:
+    """``(renderer, sees_pixels)`` of a VecEnv: the renderer its envs resolved ("tiny", "egl", "opengl") and
+    whether their observations contain images (else the renderer cannot matter to the agent)."""
+    renderer = str(venv.get_attr("renderer", indices=[0])[0])
+    keys = getattr(venv.get_attr("observation_space", indices=[0])[0], "spaces", {})
+    return renderer, any(k in keys for k in IMAGE_KEYS)
 
 
 def run_renderer(config: dict) -> str:
