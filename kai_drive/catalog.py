@@ -80,3 +80,16 @@ def resolve_env(name: str) -> tuple[str, str]:
 def env_yaml(name: str) -> Path:
     """Path of the YAML defining env ``name`` (alias or id)."""
     return env_catalog()[resolve_env(name)[1]]
+
+
+def task_family(name: str) -> str:
+    """The task family (``kai_drive.tasks.FAMILIES``: "driving" or "grasp") of env ``name`` (alias or id).
+
+    Read from the env YAML's ``task.kind`` and the task class's ``family``: the upper floors (metrics,
+    experts, evaluation) dispatch on this, never on the env's name."""
+    from kai_drive.tasks import TASKS  # tasks build scenes; imported only when a family is asked for
+
+    kind = (read_yaml(env_yaml(name)).get("task") or {}).get("kind", "lane_keep")
+    if kind not in TASKS:
+        raise SpecError(f"{env_yaml(name)}: task.kind: unknown task kind {kind!r}; known: {sorted(TASKS)}")
+    return TASKS[kind].family

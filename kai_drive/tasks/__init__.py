@@ -6,4 +6,7 @@ from kai_drive.tasks.grasping import GraspTask
 
 TASKS = {"lane_keep": LaneKeepTask, "drive": DriveTask, "grasp": GraspTask}
 
-__all__ = ["DriveTask", "LaneKeepTask", "TASKS"]
+#: task families: what the upper floors (metrics, experts, evaluation) branch on, never an env id string
+FAMILIES = ("driving", "grasp")
+
+__all__ = ["DriveTask", "FAMILIES", "GraspTask", "LaneKeepTask", "TASKS"]

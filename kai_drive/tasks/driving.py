@@ -54,6 +54,7 @@ class LaneKeepTask:
     (with ``terminate_on_lane_invasion`` the first invasion also ends the episode).
     """
 
+    family = "driving"  # kai_drive.tasks.FAMILIES: what metrics, experts and evaluation dispatch on
     action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
     PROPRIO_FIELDS = Vehicle.PROPRIO_FIELDS
 

@@ -168,6 +168,7 @@ class GraspStats:
 class GraspTask:
     """Lift any object out of the tray and hold it (see the module docstring)."""
 
+    family = "grasp"  # kai_drive.tasks.FAMILIES
     PROPRIO_FIELDS = PandaArm.PROPRIO_FIELDS
 
     def __init__(self, spec: Any) -> None:
