@@ -9,7 +9,7 @@ Run it on two checkouts and compare the JSON (docs/architecture.md, "Checking a 
 What is hashed (each in a fresh subprocess, so nothing is shared between parts):
 - env rollouts: every registered KaiDrive env, 2 seeds, 40 steps of seeded random actions: observations,
   rewards, terminated/truncated and the numeric/str info values;
-- a short lane-keep and grasp PPO training run (CPU, one process): the saved policy parameters and the
+- a short lane-keep and grasp PPO training run (CPU, one process; grasp's imitation warm start cut to 3 demos): the saved policy parameters and the
   held-out final_eval.json numbers;
 - an evaluation of the scripted driver (quick suite, 2 seeds): result.json without times and versions;
 - an evaluation of the trained lane-keep run through --run (run-folder reading, SB3 loading).
@@ -111,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
                 _py(["-m", "kai_drive.train", "--env", env, "--timesteps", "512", "--n-envs", "1",
                      "--vec-env", "dummy", "--device", "cpu", "--eval-freq", "0", "--final-eval", "2",
                      "--set", "hyperparams.n_steps=256", "--set", "hyperparams.batch_size=64",
-                     "--no-progress", "--log-folder", str(tmp / "runs")], root)
+                     "--no-progress", "--log-folder", str(tmp / "runs"),
+                     *(["--set", "imitation.episodes=3", "--set", "imitation.epochs=1"] if env == "grasp" else [])],
+                    root)
                 run = next((tmp / "runs" / env).iterdir())
                 model = run / "final_model.zip"
                 fp[f"train {env} params"] = _py(["-c", PARAMS, str(model)], root).strip().splitlines()[-1]
