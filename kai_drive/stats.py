@@ -1,4 +1,4 @@
-"""Statistics a reviewer accepts: mean and IQM with percentile-bootstrap 95 % CIs, paired differences.
+"""The statistics module: mean and IQM with percentile-bootstrap 95 % CIs, paired differences, rates.
 
 Every function takes plain sequences of per-episode (or per-seed) values and is deterministic given
 ``seed``. NaN entries are dropped (an episode where a metric is undefined, e.g. no car ahead for TTC);
@@ -11,6 +11,14 @@ Every function takes plain sequences of per-episode (or per-seed) values and is 
 * :func:`paired_difference` - treatment minus control on the same seeds; the CI resamples seeds (pairs),
   so the seed-to-seed variation shared by both arms cancels.
 * :func:`rate` - a binary rate with its Wilson 95 % interval.
+* :func:`aggregate` - a sweep's per-seed values: mean and IQM with bootstrap CIs and the values themselves
+  (IQM: rliable, Agarwal et al. 2021; with fewer than 4 values nothing is trimmed and the IQM is the mean).
+* :func:`two_level_bootstrap` - CI of a mean over seeds of per-seed episode means, resampling seeds and
+  then episodes within each seed.
+
+numpy only (importable without the optional extras). scipy has equivalents (``trim_mean``,
+``binomtest(...).proportion_ci("wilson")``, ``bootstrap``) whose floating-point results differ in the last
+bits; these functions keep the numbers of every result file written so far.
 """
 
 from __future__ import annotations
@@ -20,7 +28,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["iqm", "bootstrap_ci", "summarize", "paired_difference", "rate", "wilson_interval", "ratio_summary"]
+__all__ = ["iqm", "bootstrap_ci", "summarize", "paired_difference", "rate", "wilson_interval", "ratio_summary",
+           "aggregate", "two_level_bootstrap"]
 
 N_BOOT = 2000
 
@@ -56,7 +65,8 @@ def bootstrap_ci(
 ) -> tuple[float, float]:
     """Percentile-bootstrap ``1 - alpha`` interval of ``stat`` ("mean", "iqm" or a callable of a 1-D array).
 
-    Returns ``(nan, nan)`` for an empty sample; a sample of one gives a zero-width interval."""
+    Returns ``(nan, nan)`` for an empty sample; a sample of one gives a zero-width interval. The vectorised
+    "mean" / "iqm" and the equivalent callables may differ in the last floating-point bits."""
     a = _clean(x)
     n = len(a)
     if n == 0:
@@ -154,3 +164,33 @@ def ratio_summary(events: Sequence[float], km: Sequence[float], seed: int = 0, n
     lo, hi = np.quantile(vals, [0.025, 0.975])
     return {"n": int(len(e)), "per_km": float(e.sum() / total), "ci95": [float(lo), float(hi)],
             "events": float(e.sum()), "km": total}
+
+
+def aggregate(values: Sequence[float]) -> dict[str, Any]:
+    """A sweep's values over seeds: ``{"n", "values", "mean", "mean_ci95", "iqm", "iqm_ci95"}`` (non-finite
+    and None dropped; 2000 resamples, generator seed 0, so the same numbers give the same intervals)."""
+    x = [float(v) for v in values if v is not None and np.isfinite(v)]
+    conf = 1.0 - 0.95  # as written by the sweep summary since it existed (bit-identical quantiles)
+    return {
+        "n": len(x),
+        "values": x,
+        "mean": float(np.mean(x)) if x else float("nan"),
+        "mean_ci95": list(bootstrap_ci(x, lambda a: float(np.mean(a)), alpha=conf)),
+        "iqm": iqm(x),
+        "iqm_ci95": list(bootstrap_ci(x, iqm, alpha=conf)),
+    }
+
+
+def two_level_bootstrap(per_seed: list[list[float]], n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile CI of the mean over seeds of per-seed means, resampling seeds and then the episodes
+    within each drawn seed (so both seed-to-seed and episode-to-episode variation count)."""
+    rng = np.random.default_rng(seed)
+    arrays = [np.asarray(x, float) for x in per_seed if len(x)]
+    if not arrays:
+        return (float("nan"), float("nan"))
+    means = np.empty(n_boot)
+    for b in range(n_boot):
+        picks = rng.integers(0, len(arrays), len(arrays))
+        means[b] = np.mean([rng.choice(arrays[i], len(arrays[i])).mean() for i in picks])
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)

@@ -11,8 +11,8 @@ import pytest
 from kai_drive import stats
 from kai_drive.evaluation import check_thresholds
 from kai_drive.evaluation.causal import Intervention, but_for, run_interventions
-from kai_drive.evaluation.metrics import DrivingMetricConfig, driving_metrics, grasp_metrics, savgol_derivative
-from kai_drive.evaluation.runner import make_env, rollout, sensor_transform
+from kai_drive.metrics import DrivingMetricConfig, driving_metrics, grasp_metrics, savgol_derivative
+from kai_drive.evaluation.rollout import make_env, rollout, sensor_transform
 
 DT = 0.05
 
@@ -186,7 +186,7 @@ def test_but_for_finds_the_lead_as_cause():
     mk = lambda: make_env("follow", FAST)  # noqa: E731
     env = mk()
     _, info = env.reset(seed=11, options={"road_seed": 11, "noise_seed": 11})
-    from kai_drive.evaluation.runner import apply_overrides, scenario_context
+    from kai_drive.evaluation.rollout import apply_overrides, scenario_context
 
     rec = apply_overrides(info["scenario"], {**BASE, "lead.brake_at_s": 0.5, "lead.brake_decel_mps2": 8.0,
                                              "lead.brake_duration_s": 5.0}, scenario_context(env, info["scenario"], info))
@@ -214,7 +214,7 @@ def test_adversarial_attack_stays_in_budget_and_beats_random_noise():
     torch = pytest.importorskip("torch")
     from stable_baselines3 import PPO
 
-    from kai_drive.evaluation.policies import SB3Policy
+    from kai_drive.evaluation.adapters import SB3Policy
     from kai_drive.evaluation.robustness import AdversarialPolicy
 
     torch.manual_seed(0)
@@ -277,7 +277,7 @@ def test_grasp_quick_suite_end_to_end(tmp_path):
     import json
 
     from kai_drive.evaluation import evaluate, write_outputs
-    from kai_drive.evaluation.core import _WORKER_ENVS
+    from kai_drive.evaluation.jobs import _WORKER_ENVS
 
     res = evaluate("scripted", "grasp", "quick", seeds=3)
     assert not _WORKER_ENVS  # a serial run closes the envs it made
@@ -302,12 +302,42 @@ def test_grasp_quick_suite_end_to_end(tmp_path):
 
 
 def test_thresholds_scoped_by_task():
-    from kai_drive.evaluation.core import _thresholds_for
+    from kai_drive.evaluation.suite import thresholds_for
 
     th = {"safety.collision.rate": "<= 0.2", "safety.success.rate": ">= 0.5", "safety.typo.mean": ">= 1",
           "grasp": {"safety.drops.mean": "<= 0.1"}, "driving": {"safety.driving_score.mean": ">= 0.5"}}
-    flat, skipped = _thresholds_for(th, "grasp")
+    flat, skipped = thresholds_for(th, "grasp")
     assert flat == {"safety.success.rate": ">= 0.5", "safety.typo.mean": ">= 1", "safety.drops.mean": "<= 0.1"}
     assert [t["path"] for t in skipped] == ["safety.collision.rate"]  # a driving metric: not applicable
-    flat, skipped = _thresholds_for(th, "driving")
+    flat, skipped = thresholds_for(th, "driving")
     assert "safety.driving_score.mean" in flat and "safety.drops.mean" not in flat and not skipped
+
+
+# -- one metrics module: training tallies, outcomes and summaries per task family ----------------------
+def test_training_tallies_and_summaries_per_family():
+    from kai_drive.metrics import FAMILIES, episode_outcome, family_of, final_summary_line, is_failure, summarize_episodes
+
+    assert family_of("lane-keep").name == "driving" and family_of("KaiDrive/Grasp-v0").name == "grasp"
+    infos = [{"grasped": t in (3, 4), "peak_contact_force_n": float(t), "max_lift_m": 0.01 * t, "cost": 0.5,
+              "table_contacts": 1, "objects_out": 0, "joint_limit_hits": 0, "is_success": False} for t in range(8)]
+    tally = FAMILIES["grasp"].tally()
+    for i in infos:
+        tally.step(1.0, i)
+    ep = tally.finish(infos[-1], False, True, road_seed=7)
+    ref = grasp_metrics(infos, 0.05)
+    assert {k: ep[k] for k in ref if k not in ("steps", "duration_s")} == {k: v for k, v in ref.items() if k not in ("steps", "duration_s")}
+    assert ep["return"] == 8.0 and ep["length"] == 8 and ep["truncated"] and ep["outcome"] == "timeout"
+    res = summarize_episodes([ep, {**ep, "success": 1.0, "drops": 0.0}], "grasp")
+    assert res["success_rate"] == 0.5 and res["drops_mean"] == 0.5 and res["timeout_rate"] == 1.0
+    assert "route_completion_mean" not in res and "drops" in final_summary_line(res, "grasp")
+
+    drive = FAMILIES["driving"].tally()
+    for t in range(4):
+        drive.step(0.5, {"lateral_offset_m": 0.1 * t, "speed_mps": 10.0, "cost": 0.0, "collision": t == 3,
+                         "collision_with": "vehicle"})
+    ep = drive.finish({"collision": True, "collision_with": "vehicle", "route_completion": 0.4}, True, False, 3)
+    assert ep["mean_speed_mps"] == 10.0 and ep["collision"] == 1.0 and ep["outcome"] == "collision:vehicle"
+    res = summarize_episodes([ep], "driving")
+    assert res["collisions"] == 1 and res["route_completion_mean"] == 0.4 and res["timeout_rate"] == 0.0
+    assert episode_outcome({"lane_invasion": True}, True, False) == "lane_invasion" and is_failure("lane_invasion")
+    assert episode_outcome({"lane_invasion": True}, False, True) == "timeout" and not is_failure("timeout")

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from kai_drive.evaluation.policies import EvalPolicy
+from kai_drive.evaluation.adapters import EvalPolicy
 
-__all__ = ["BASELINES", "CONSTANT_THROTTLE", "ConstantPolicy", "baseline_policy", "default_baselines"]
+__all__ = ["BASELINES", "CONSTANT_THROTTLE", "ConstantPolicy", "FAMILY_BASELINES", "baseline_policy", "default_baselines"]
 
 #: throttle of the ``constant`` baseline: a steady cruise of ~12 m/s on a flat road (a lane-keep target speed)
 CONSTANT_THROTTLE = 0.3
@@ -53,21 +53,28 @@ class ConstantPolicy(EvalPolicy):
         return self.action.copy()
 
 
+#: each task family's baselines: name -> (the constant action, None for the zero action; the row's label)
+FAMILY_BASELINES: dict[str, dict[str, tuple[list[float] | None, str]]] = {
+    "driving": {"stop": ([0.0, -1.0], "stop (full brake)"),
+                "constant": ([0.0, CONSTANT_THROTTLE], f"constant (straight, throttle {CONSTANT_THROTTLE:g})")},
+    "grasp": {"stop": (None, "stop (zero action)")},
+}
+
+
 def baseline_policy(name: str, task: str) -> ConstantPolicy:
-    """The built-in baseline ``name`` (``stop`` / ``constant``) for a ``task`` (``driving`` / ``grasp``).
-    Raises ValueError for a baseline the task has not."""
+    """The built-in baseline ``name`` (``stop`` / ``constant``) for a task family (``driving`` / ``grasp``).
+    Raises ValueError for a baseline the family has not."""
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; built-in: {list(BASELINES)} (and 'scripted')")
-    if task == "grasp":
-        if name != "stop":
-            raise ValueError(f"--policy {name}: a driving baseline; the grasp env's is 'stop' (the zero action: "
-                             "the arm holds still)")
-        return ConstantPolicy(None, "stop (zero action)")
-    if name == "stop":
-        return ConstantPolicy([0.0, -1.0], "stop (full brake)")
-    return ConstantPolicy([0.0, CONSTANT_THROTTLE], f"constant (straight, throttle {CONSTANT_THROTTLE:g})")
+    mine = FAMILY_BASELINES[task]
+    if name not in mine:
+        owners = [t for t, b in FAMILY_BASELINES.items() if name in b]
+        theirs = ", ".join(f"'{b}' ({label})" for b, (_, label) in mine.items())
+        raise ValueError(f"--policy {name}: a {'/'.join(owners)} baseline; a {task} env has {theirs}")
+    action, label = mine[name]
+    return ConstantPolicy(action, label)
 
 
 def default_baselines(task: str) -> list[str]:
     """The baselines a report shows next to the policy: ``stop`` and ``constant`` (driving), ``stop`` (grasp)."""
-    return ["stop"] if task == "grasp" else ["stop", "constant"]
+    return list(FAMILY_BASELINES[task])

@@ -37,8 +37,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from kai_drive import stats
-from kai_drive.evaluation.runner import (Trajectory, apply_overrides, episode_outcome, rollout,
-                                         scenario_context, reset_options)
+from kai_drive.evaluation.rollout import Trajectory, apply_overrides, reset_options, rollout, scenario_context
+from kai_drive.metrics import is_failure
 
 __all__ = ["Intervention", "pair_metrics", "run_interventions", "action_sensitivity", "but_for", "ARM_METRICS"]
 
@@ -77,13 +77,12 @@ def arm_metrics(traj: Trajectory, brake_threshold: float = 0.1, ttc_cap_s: float
     brake = np.nonzero(a[:, 1] < -brake_threshold)[0] if len(a) else np.array([])
     last = traj.infos[-1] if traj.infos else {}
     ttc = [float(i.get("ttc_s", math.inf)) for i in traj.infos]
-    out = episode_outcome(traj)
     return {
         "braking_onset_s": float(brake[0] * traj.dt) if len(brake) else traj.steps * traj.dt,
         "mean_throttle": float(a[:, 1].mean()) if len(a) else math.nan,
         "mean_abs_steer": float(np.abs(a[:, 0]).mean()) if len(a) else math.nan,
         "collision": float(bool(last.get("collision"))),
-        "failure": float(out.startswith("collision") or out in ("off_road", "lane_invasion")),
+        "failure": float(is_failure(traj.outcome)),
         "min_ttc_s": float(min(min(ttc, default=math.inf), ttc_cap_s)),
         "distance_m": float(last.get("distance_m", 0.0)),
     }
@@ -101,6 +100,22 @@ def _verdict(expect: str, responds: bool) -> str:
     if expect == "respond":
         return "responds (as it should)" if responds else "does NOT respond (it should)"
     return "responds (it should NOT: spurious)" if responds else "ignores (as it should)"
+
+
+def intervention_result(iv: Intervention, per_seed: list[dict], skipped: int, min_action_effect: float) -> dict:
+    """Aggregate one intervention's paired seeds: paired effects on :data:`ARM_METRICS`, the action divergence,
+    whether the policy responds (the divergence's CI lies above ``min_action_effect``) and the verdict."""
+    res: dict[str, Any] = {"expect": iv.expect, "description": iv.description, "n": len(per_seed), "skipped": skipped}
+    if not per_seed:
+        res["note"] = f"not applicable to this env (needs {iv.requires})"
+        return res
+    effects = {k: stats.paired_difference([p["treatment"][k] for p in per_seed], [p["control"][k] for p in per_seed])
+               for k in ARM_METRICS}
+    dsum = stats.summarize([p["action_divergence"] for p in per_seed])
+    responds = dsum["mean_ci95"][0] > min_action_effect
+    res.update({"action_divergence": dsum, "effects": effects, "responds": bool(responds),
+                "verdict": _verdict(iv.expect, responds), "per_seed": per_seed})
+    return res
 
 
 def run_interventions(
@@ -144,26 +159,10 @@ def run_interventions(
                     pairs.append((tc, tt))
                 if progress:
                     progress()
-            res: dict[str, Any] = {"expect": iv.expect, "description": iv.description, "n": len(per_seed),
-                                   "skipped": skipped}
+            res = intervention_result(iv, per_seed, skipped, min_action_effect)
             if not per_seed:
-                res["note"] = f"not applicable to this env (needs {iv.requires})"
                 results[iv.name] = res
                 continue
-            effects = {}
-            for k in ARM_METRICS:
-                effects[k] = stats.paired_difference([p["treatment"][k] for p in per_seed],
-                                                     [p["control"][k] for p in per_seed])
-            div = [p["action_divergence"] for p in per_seed]
-            dsum = stats.summarize(div)
-            responds = dsum["mean_ci95"][0] > min_action_effect
-            res.update({
-                "action_divergence": dsum,
-                "effects": effects,
-                "responds": bool(responds),
-                "verdict": _verdict(iv.expect, responds),
-                "per_seed": per_seed,
-            })
             if keep_pairs:
                 res["_pairs"] = pairs
             results[iv.name] = res
@@ -214,6 +213,41 @@ def candidate_causes(record: dict, last_info: dict, max_per_kind: int = 2) -> di
     return c
 
 
+def _substitute_driver(env: Any, policy: Any, traj: Trajectory, drv: Any, b: int, horizon: int) -> dict | None:
+    """Replay the factual actions up to step ``b``, save the state there, restore it and let ``drv`` (None:
+    an emergency brake, straight) drive to ``horizon``; the row without its cause label (None when the
+    episode ended before the branch point, which should not happen)."""
+    dt = traj.dt
+    holder: dict[str, Any] = {}
+
+    def grab(e, tr, obs, holder=holder):
+        holder["state"] = e.unwrapped.save_state()
+        holder["obs"] = obs
+        holder["prefix"] = tr.steps
+
+    base = rollout(env, policy, traj.seed, traj.scenario, max_steps=b + 1, forced_actions=traj.actions[:b],
+                   on_branch=grab, branch_step=b)
+    if "state" not in holder:
+        return None
+    e = env.unwrapped
+    e.restore_state(holder["state"])
+    obs = holder["obs"]
+    if drv is not None and hasattr(drv, "reset"):
+        drv.reset(env)
+    o_cf = "horizon"
+    for t in range(b, horizon):
+        act = drv(obs) if drv is not None else np.array([0.0, -1.0], np.float32)
+        obs, _, term, trunc, info = env.step(act)
+        if term or trunc:
+            tmp = Trajectory(traj.seed, {}, {}, dt, infos=[info], actions=[act], terminated=term, truncated=trunc)
+            o_cf = tmp.outcome
+            break
+    e.remove_state(holder["state"])
+    del base
+    return {"how": f"restore_state at t={b * dt:.2f} s, another driver", "outcome": o_cf,
+            "averted": not is_failure(o_cf), "history_consistent": True}
+
+
 def but_for(
     make_env: Callable[[], Any],
     policy: Any,
@@ -232,7 +266,7 @@ def but_for(
             dt = traj.dt
             b = max(0, T - int(round(branch_s / dt)))
             horizon = T + int(round(post_s / dt))
-            factual = episode_outcome(traj)
+            factual = traj.outcome
             rows = []
             forced = traj.actions[:b]
             ref_info = traj.infos[b - 1] if b > 0 else traj.reset_info
@@ -246,9 +280,9 @@ def but_for(
             for label, ov in candidate_causes(traj.scenario, traj.infos[-1]).items():
                 rec = apply_overrides(traj.scenario, ov, {"start_s_m": 0.0, "ego_lane_d_m": 0.0})
                 cf = rollout(env, policy, traj.seed, rec, max_steps=horizon, forced_actions=forced)
-                o = episode_outcome(cf)
+                o = cf.outcome
                 rows.append({"cause": label, "how": "removed from the scene (same history)", "outcome": o,
-                             "averted": not (o.startswith("collision") or o in ("off_road", "lane_invasion")),
+                             "averted": not is_failure(o),
                              "history_consistent": consistent(cf)})
             # driver substitutions from the restored state at the branch point
             drivers = []
@@ -256,35 +290,9 @@ def but_for(
                 drivers.append(("the policy's own actions (reference driver takes over)", reference))
             drivers.append(("the policy's own actions (emergency brake, straight)", None))
             for label, drv in drivers:
-                holder: dict[str, Any] = {}
-
-                def grab(e, tr, obs, holder=holder):
-                    holder["state"] = e.unwrapped.save_state()
-                    holder["obs"] = obs
-                    holder["prefix"] = tr.steps
-
-                base = rollout(env, policy, traj.seed, traj.scenario, max_steps=b + 1, forced_actions=forced,
-                               on_branch=grab, branch_step=b)
-                if "state" not in holder:  # episode ended before the branch point (should not happen)
-                    continue
-                e = env.unwrapped
-                e.restore_state(holder["state"])
-                obs = holder["obs"]
-                if drv is not None and hasattr(drv, "reset"):
-                    drv.reset(env)
-                o_cf = "horizon"
-                for t in range(b, horizon):
-                    act = drv(obs) if drv is not None else np.array([0.0, -1.0], np.float32)
-                    obs, _, term, trunc, info = env.step(act)
-                    if term or trunc:
-                        tmp = Trajectory(traj.seed, {}, {}, dt, infos=[info], actions=[act], terminated=term, truncated=trunc)
-                        o_cf = episode_outcome(tmp)
-                        break
-                e.remove_state(holder["state"])
-                rows.append({"cause": label, "how": f"restore_state at t={b * dt:.2f} s, another driver", "outcome": o_cf,
-                             "averted": not (o_cf.startswith("collision") or o_cf in ("off_road", "lane_invasion")),
-                             "history_consistent": True})
-                del base
+                row = _substitute_driver(env, policy, traj, drv, b, horizon)
+                if row is not None:
+                    rows.append({"cause": label, **row})
             out.append({"seed": traj.seed, "failure": factual, "failure_t_s": T * dt, "branch_t_s": b * dt,
                         "causes": rows, "but_for_causes": [r["cause"] for r in rows if r["averted"]]})
     finally:

@@ -1,117 +1,101 @@
 """``evaluate(policy, env_id, suite)``: run a suite (safety, robustness, causal, attribution) and return
-the result dict (the JSON schema of docs/evaluation.md); :func:`write_outputs` writes JSON + report.
+the result dict (the JSON schema of docs/evaluation.md); :func:`~kai_drive.evaluation.report.write_outputs`
+writes JSON + report.
 
-Every episode is a job of the module-level :func:`_episode_job` with a picklable item, run in order in
-this process or, with ``ray=True``, as Ray tasks on workers that rebuild the env and the policy (from a
-:class:`PolicySpec`); both give the same numbers (tests/test_evaluate_ray.py). Ray is imported only then.
+:func:`evaluate` resolves the policy, the env config and the seeds into a :class:`SuiteRun`;
+:func:`run_suite` turns it into episode jobs (:mod:`kai_drive.evaluation.jobs`: in this process, or as Ray
+tasks with ``ray=True``; both give the same numbers) and assembles the result's sections from their
+metrics. What differs between task families (metrics, rates, drops, whether scenario interventions apply)
+comes from the env's :class:`~kai_drive.metrics.TaskFamily`. Ray is imported only with ``ray=True``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import time
-from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
 from pathlib import Path
 from typing import Any, Callable
 
 from kai_drive import stats
-from kai_drive.evaluation.baselines import BASELINES, baseline_policy, default_baselines
-from kai_drive.evaluation.causal import ARM_METRICS, Intervention, _verdict, action_sensitivity, but_for, pair_metrics
-from kai_drive.evaluation.metrics import DrivingMetricConfig, driving_metrics, grasp_metrics
-from kai_drive.evaluation.policies import as_policy, scripted_policy
-from kai_drive.evaluation.robustness import DROP_METRICS, GRASP_DROP_METRICS, AdversarialPolicy, drops
-from kai_drive.evaluation.runner import (
-    Trajectory,
-    apply_overrides,
-    episode_outcome,
-    make_env,
-    reset_options,
-    rollout,
-    scenario_context,
-    sensor_transform,
-)
-from kai_drive.evaluation.suite import OPS, load_suite, parse_condition, task_metrics
+from kai_drive.evaluation.baselines import BASELINES, default_baselines
+from kai_drive.evaluation.causal import Intervention, action_sensitivity, intervention_result
+from kai_drive.evaluation.jobs import LOCAL_POLICIES, PolicySpec, Progress, close_envs, policy_of, remote_policy, run_jobs
+from kai_drive.evaluation.adapters import as_policy
+from kai_drive.evaluation.robustness import drops
+from kai_drive.evaluation.rollout import Trajectory, make_env, sensor_transform
+from kai_drive.evaluation.suite import Suite, check_thresholds, load_suite, thresholds_for, verdict
+from kai_drive.metrics import DrivingMetricConfig, TaskFamily, family_of, is_failure
 
-__all__ = ["evaluate", "load_suite", "check_thresholds", "verdict", "PolicySpec", "SCHEMA"]
+__all__ = ["evaluate", "load_suite", "check_thresholds", "verdict", "PolicySpec", "SCHEMA", "SuiteRun", "run_suite"]
 
 SCHEMA = "kai-drive-eval/1"
-_RATE_KEYS = ("success", "collision", "off_road", "comfortable", "within_budget")
-_GRASP_RATE_KEYS = ("success",)
 
 
-def check_thresholds(summary: dict, thresholds: dict) -> list[dict]:
-    """``[{"path", "condition", "actual", "passed"}]``; a path missing from ``summary`` (or NaN) fails.
-    Conditions are ``"<op> <number>"`` with or without spaces (``">= 0.8"``, ``"<=0.2"``)."""
-    out = []
-    for path, cond in (thresholds or {}).items():
-        try:
-            op, val = parse_condition(cond)
-        except ValueError as exc:
-            raise ValueError(f"threshold {path}: {exc}") from None
-        cur: Any = summary
-        for k in path.split("."):
-            cur = cur.get(k) if isinstance(cur, dict) else None
-        ok = (isinstance(cur, (int, float)) and not isinstance(cur, bool) and not math.isnan(float(cur))
-              and OPS[op](float(cur), val))
-        out.append({"path": path, "condition": cond, "actual": cur, "passed": bool(ok)})
-    return out
+@dataclass
+class SuiteRun:
+    """One evaluation's plan: the suite (typed, defaults applied; ``suite_config`` as the file set it), the
+    policy and how jobs find it, the env, and the seeds of every section."""
+
+    suite: Suite
+    suite_config: dict
+    policy: Any
+    policy_desc: tuple
+    env_id: str
+    family: TaskFamily
+    env_config: dict
+    dt: float
+    obs_keys: list[str]
+    reads_obs: bool
+    safety_seeds: list[int]
+    robustness_seeds: list[int]
+    causal_seeds: list[int]
+    conditions: dict[str, dict]
+    interventions: list[Intervention]
+    sections: tuple[str, ...]
+    log: Callable[[str], None]
+    use_ray: bool = False
+    progress: bool = False
+    baseline_descs: dict[str, tuple] = field(default_factory=dict)
+    baseline_env: dict | None = None
+
+    @property
+    def ctx(self) -> dict:
+        """What every job of the evaluated policy shares."""
+        return {"env_id": self.env_id, "env_config": self.env_config, "policy": self.policy_desc,
+                "task": self.family.name, "safety": self.suite_config.get("safety")}
+
+    @property
+    def max_steps(self) -> int | None:
+        return int(self.suite.max_episode_s / self.dt) if self.suite.max_episode_s else None
+
+    @property
+    def robustness_horizon(self) -> int:
+        return int(float(self.suite.robustness.max_s) / self.dt)
+
+    @property
+    def causal_horizon(self) -> int:
+        return int(float(self.suite.causal.horizon_s) / self.dt)
+
+    @property
+    def run_causal(self) -> bool:
+        return "causal" in self.sections and bool(self.interventions) and self.family.causal_interventions
+
+    @property
+    def attribution_seeds(self) -> int:
+        """How many causal seeds keep observations for attribution (0: not differentiable / not asked)."""
+        wanted = "attribution" in self.sections and getattr(self.policy, "differentiable", False)
+        return int(self.suite.attribution.seeds) if wanted else 0
 
 
-def verdict(thresholds: list[dict]) -> bool | None:
-    """``True`` every applicable threshold passes, ``False`` one fails, ``None`` none applies (nothing was
-    checked: never "passed")."""
-    checked = [t["passed"] for t in thresholds if t["passed"] is not None]
-    return all(checked) if checked else None
-
-
-class _Progress:
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.bar = None
-        self.n = 0
-        if enabled:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, unit="ep", desc="evaluate")
-
-    def __call__(self, desc: str | None = None) -> None:
-        self.n += 1
-        if self.bar is not None:
-            if desc:
-                self.bar.set_description(desc)
-            self.bar.update(1)
-
-    def add(self, n: int) -> None:
-        """``n`` more episodes to come."""
-        if self.bar is not None:
-            self.bar.total = (self.bar.total or 0) + n
-            self.bar.refresh()
-
-    def to(self, n: int) -> None:
-        """``n`` episodes done in all."""
-        if self.bar is not None and n > self.n:
-            self.bar.update(n - self.n)
-        self.n = max(self.n, n)
-
-    def set(self, desc: str) -> None:
-        if self.bar is not None:
-            self.bar.set_description(desc)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _aggregate(per_ep: list[dict], rate_keys: tuple) -> dict:
+def _aggregate(per_ep: list[dict], family: TaskFamily) -> dict:
     keys = [k for k in per_ep[0] if k not in ("seed", "outcome")]
     out: dict[str, Any] = {}
     for k in keys:
         vals = [e[k] for e in per_ep]
-        out[k] = stats.rate(vals) if k in rate_keys else stats.summarize(vals)
-    if "distance_km" in per_ep[0]:
+        out[k] = stats.rate(vals) if k in family.rate_keys else stats.summarize(vals)
+    if family.per_km:
         km = [e["distance_km"] for e in per_ep]
         out["per_km"] = {
             "collisions": stats.ratio_summary([e["collision"] for e in per_ep], km),
@@ -123,194 +107,8 @@ def _aggregate(per_ep: list[dict], rate_keys: tuple) -> dict:
     return out
 
 
-
-
-# ---------------------------------------------------------------------------------------------------
-# Episode jobs: every episode is ``_episode_job(item)``, a module-level function of a picklable item that
-# names everything the episode depends on (env id and config, a policy *description*, the seed, the
-# perturbation). The serial path runs the jobs in order in this process; ``ray=True`` maps the same jobs
-# over Ray workers (kai_drive.distributed.map_episodes). kai-drive envs draw all randomness from the
-# seed given to reset (and reset rebuilds the world), so a job gives the same bytes wherever it runs.
-# ---------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PolicySpec:
-    """A policy described by what rebuilds it in another process (a Ray worker).
-
-    ``kind``: ``scripted`` (the privileged baseline of ``env_id``), ``stop`` / ``constant`` (the trivial
-    baselines of kai_drive/evaluation/baselines.py for ``task``), ``run`` (a training run folder
-    ``path``, ``checkpoint`` final/best, as ``--run``) or ``model`` (an SB3 ``.zip`` ``path`` with optional
-    ``algo`` and ``vecnormalize``, as ``--model``). Paths are made absolute; on a multi-node cluster
-    they must be readable at the same path on every node (a shared filesystem).
-    """
-
-    kind: str
-    env_id: str = ""
-    path: str = ""
-    checkpoint: str = "final"
-    algo: str | None = None
-    vecnormalize: str | None = None
-    task: str = "driving"
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("scripted", "run", "model", *BASELINES):
-            raise ValueError(f"PolicySpec.kind must be 'scripted', {', '.join(repr(b) for b in BASELINES)}, 'run' or "
-                             f"'model', got {self.kind!r}")
-        if self.kind in ("run", "model") and not self.path:
-            raise ValueError(f"PolicySpec({self.kind!r}) needs a path")
-        if self.path:
-            object.__setattr__(self, "path", str(Path(self.path).expanduser().resolve()))
-        if self.vecnormalize:
-            object.__setattr__(self, "vecnormalize", str(Path(self.vecnormalize).expanduser().resolve()))
-
-    def build(self) -> Any:
-        """The :class:`~kai_drive.evaluation.policies.EvalPolicy` (with ``.spec`` = this spec)."""
-        from kai_drive.evaluation.policies import load_model, load_run
-
-        if self.kind == "scripted":
-            return scripted_policy(self.env_id)
-        if self.kind in BASELINES:
-            pol = baseline_policy(self.kind, self.task)
-            pol.spec = self
-            return pol
-        if self.kind == "run":
-            pol, _ = load_run(self.path, self.checkpoint)
-        else:
-            pol = load_model(self.path, self.algo, self.vecnormalize)
-        pol.spec = self
-        return pol
-
-
-_LOCAL_POLICIES: dict[str, Any] = {}  # serial runs: token -> the caller's policy object (never pickled)
-_WORKER_POLICIES: dict[Any, Any] = {}  # per process: spec / pickle digest -> rebuilt policy
-_WORKER_ENVS: OrderedDict[tuple, Any] = OrderedDict()  # per process: (env_id, config) -> env (reset rebuilds it)
-
-
-def _policy_of(desc: tuple) -> Any:
-    kind = desc[0]
-    if kind == "local":
-        return _LOCAL_POLICIES[desc[1]]
-    key = desc[1] if kind == "spec" else ("pickle", desc[1])
-    pol = _WORKER_POLICIES.get(key)
-    if pol is None:
-        if kind == "spec":
-            pol = desc[1].build()
-        else:
-            import pickle
-
-            blob = desc[2]
-            if not isinstance(blob, bytes):  # a Ray ObjectRef of the bytes (large policies)
-                import ray
-
-                blob = ray.get(blob)
-            pol = as_policy(pickle.loads(blob))
-        if len(_WORKER_POLICIES) >= 4:
-            _WORKER_POLICIES.clear()
-        _WORKER_POLICIES[key] = pol
-    return pol
-
-
-def _env_of(env_id: str, cfg: dict) -> Any:
-    key = (env_id, json.dumps(cfg, sort_keys=True, default=str))
-    env = _WORKER_ENVS.pop(key, None)
-    if env is None:
-        env = make_env(env_id, cfg)
-    _WORKER_ENVS[key] = env
-    while len(_WORKER_ENVS) > 2:
-        _, old = _WORKER_ENVS.popitem(last=False)
-        old.close()
-    return env
-
-
-def _close_envs() -> None:
-    while _WORKER_ENVS:
-        _, env = _WORKER_ENVS.popitem()
-        env.close()
-
-
-def _episode_job(item: dict) -> dict:
-    """One episode (or one paired / but-for replay) of an evaluation; depends only on ``item``.
-
-    ``item["kind"]``: ``safety`` (a clean episode: metrics and the trajectory), ``baseline`` (a clean
-    episode of a trivial baseline: metrics), ``robustness`` (one
-    condition on one seed: metrics), ``pair`` (one intervention's control and treatment arms on one
-    seed: paired metrics, and the two trajectories with observations when ``keep_obs``), ``but_for``
-    (the but-for replays of one failed trajectory)."""
-    t0 = time.perf_counter()
-    ctx, kind = item["ctx"], item["kind"]
-    env_id, cfg = ctx["env_id"], ctx["env_config"]
-    pol = _policy_of(ctx["policy"])
-    metric_fn = grasp_metrics if ctx["task"] == "grasp" else driving_metrics
-    mcfg = DrivingMetricConfig.from_dict(ctx.get("safety"))
-    out: dict[str, Any] = {}
-    if kind in ("safety", "baseline"):
-        s = int(item["seed"])
-        tr = rollout(_env_of(env_id, cfg), pol, s, max_steps=item["max_steps"], record_obs_every=item["record_obs_every"])
-        m = metric_fn(tr.infos, tr.dt, mcfg)
-        m["seed"], m["outcome"] = s, episode_outcome(tr)
-        out = {"metrics": m, "traj": tr} if kind == "safety" else {"metrics": m}
-    elif kind == "robustness":
-        s, c = int(item["seed"]), item["condition"]
-        env = _env_of(env_id, cfg)
-        p_use, transform, scen = pol, None, None
-        if "attack" in c:  # the attack's random start is seeded by the episode, not by the job order
-            a = c["attack"]
-            p_use = AdversarialPolicy(pol, a.get("eps", {}), a.get("method", "pgd"), int(a.get("steps", 3)), seed=s)
-        if "transform" in c:
-            transform = sensor_transform(c["transform"], s)
-        if "scenario" in c:
-            _, info = env.reset(seed=s, options=reset_options(s))
-            scen = apply_overrides(info["scenario"], c["scenario"], {"start_s_m": 0.0, "ego_lane_d_m": 0.0})
-        tr = rollout(env, p_use, s, scen, obs_transform=transform, max_steps=item["max_steps"])
-        m = metric_fn(tr.infos, tr.dt, mcfg)
-        m["seed"] = s
-        out = {"metrics": m}
-    elif kind == "pair":
-        s = int(item["seed"])
-        iv = Intervention.from_dict(item["name"], item["intervention"])
-        env = _env_of(env_id, cfg)
-        _, info = env.reset(seed=s, options=reset_options(s))
-        rec = info.get("scenario", {})
-        out = {"applies": iv.applies(rec)}
-        if out["applies"]:
-            sctx = scenario_context(env, rec, info)
-            b = apply_overrides(rec, iv.base, sctx)
-            every = 1 if item.get("keep_obs") else 0
-            tc = rollout(env, pol, s, apply_overrides(b, iv.control, sctx), max_steps=item["max_steps"], record_obs_every=every)
-            tt = rollout(env, pol, s, apply_overrides(b, iv.treatment, sctx), max_steps=item["max_steps"], record_obs_every=every)
-            m = pair_metrics(tc, tt, brake_threshold=float(item.get("brake_threshold", 0.1)))
-            m["seed"] = s
-            out["metrics"] = m
-            if item.get("keep_obs"):
-                out["pair"] = (tc, tt)
-    elif kind == "but_for":
-        (row,) = but_for(lambda: make_env(env_id, cfg), pol, [item["traj"]], float(item["branch_s"]),
-                         float(item["post_s"]), reference=scripted_policy(env_id), max_episodes=1)
-        out = {"row": row}
-    else:
-        raise ValueError(f"unknown episode job kind {kind!r}")
-    out["seconds"] = time.perf_counter() - t0
-    return out
-
-
-def _remote_policy(policy: Any, pol: Any, spec: PolicySpec | None) -> tuple:
-    """The description a Ray worker rebuilds the policy from: its :class:`PolicySpec`, else the pickled
-    policy (cloudpickle). Raises ValueError when neither exists."""
-    if spec is not None:
-        return ("spec", spec)
-    from ray import cloudpickle
-
-    try:
-        blob = cloudpickle.dumps(pol)
-    except Exception as exc:  # noqa: BLE001 - any pickling failure means: serial only
-        raise ValueError(
-            f"--ray / ray=True: the policy {getattr(pol, 'name', type(policy).__name__)!r} cannot be sent to Ray workers "
-            f"({type(exc).__name__}: {exc}). Give a description the workers can rebuild it from -- --run RUN_DIR, "
-            "--model PATH, --policy scripted, or kai_drive.evaluation.PolicySpec(...) in the library API -- or a "
-            "picklable callable; or evaluate serially (without --ray)."
-        ) from None
-    import hashlib
-
-    return ("pickle", hashlib.sha1(blob).hexdigest(), blob)
+def _outcomes(per_ep: list[dict]) -> dict[str, int]:
+    return {o: sum(e["outcome"] == o for e in per_ep) for o in sorted({e["outcome"] for e in per_ep})}
 
 
 def _has_key(cfg: dict, dotted: str) -> bool:
@@ -325,28 +123,57 @@ def _has_key(cfg: dict, dotted: str) -> bool:
     return False
 
 
-def _thresholds_for(thresholds: dict | None, task: str) -> tuple[dict, list[dict]]:
-    """``(applicable, skipped)``: a suite's ``thresholds`` are flat (``{path: cond}``) and/or scoped by task
-    (``{driving: {path: cond}, grasp: {path: cond}}``). A flat ``safety.<metric>`` path whose metric only
-    the other task has is not applicable (reported, never failing); any other unknown path fails."""
-    flat, skipped = {}, []
-    other = "driving" if task == "grasp" else "grasp"
-    mine, theirs = task_metrics(task), task_metrics(other)
-    for k, v in (thresholds or {}).items():
-        if k in ("driving", "grasp") and isinstance(v, dict):
-            if k == task:
-                flat.update(v)
-            continue
-        parts = str(k).split(".")
-        if len(parts) > 1 and parts[0] == "safety" and parts[1] not in mine and parts[1] in theirs:
-            skipped.append({"path": k, "condition": v, "actual": None, "passed": None,
-                            "note": f"not applicable to a {task} env"})
-        else:
-            flat[k] = v
-    return flat, skipped
+# ---------------------------------------------------------------------------------------------------
+# evaluate(): resolve the policy, the env config and the seeds; run; check the thresholds
+# ---------------------------------------------------------------------------------------------------
+def _resolve_policy(policy: Any, env_id: str, task: str) -> tuple[Any, PolicySpec | None]:
+    """``(EvalPolicy, its PolicySpec or None)``: built-in names and specs are built, anything else adapted."""
+    if isinstance(policy, str):
+        if policy not in ("scripted", *BASELINES):
+            raise ValueError(f"policy {policy!r}: the built-in policies are 'scripted', "
+                             f"{', '.join(repr(b) for b in BASELINES)} (or pass a model / callable)")
+        spec = PolicySpec(policy, env_id, task=task)
+        return spec.build(), spec
+    if isinstance(policy, PolicySpec):
+        spec = PolicySpec(policy.kind, env_id, task=task) if policy.kind in ("scripted", *BASELINES) else policy
+        return spec.build(), spec
+    pol = as_policy(policy)
+    spec = next((x for x in (getattr(pol, "spec", None), getattr(policy, "spec", None)) if isinstance(x, PolicySpec)), None)
+    return pol, spec
 
 
-def evaluate(
+def _env_config(pol: Any, env_config: dict | None, suite: Suite, task: str, reads_obs: bool) -> dict:
+    """The suite's defaults for the task < the policy's own (a run's test config) < the caller's; a policy
+    that reads no observation drives without the sensors (they only cost time)."""
+    cfg = dict(getattr(pol, "env_config", {}) or {})
+    cfg.update(env_config or {})
+    for k, v in (getattr(suite.env_config, task) or {}).items():
+        if not _has_key(cfg, k):
+            cfg[k] = v
+    if not reads_obs:
+        for k in ("sensors.camera.enabled", "sensors.lidar.enabled"):
+            if not _has_key(cfg, k):
+                cfg[k] = False
+    return cfg
+
+
+def _baseline_specs(suite: Suite, baselines: bool | None, spec: PolicySpec | None, env_id: str, task: str) -> dict:
+    """The trivial baselines to run beside the policy (the policy itself, when it is one, is a row already)."""
+    names: list[str] = [] if baselines is False else list(getattr(suite.baselines, task, default_baselines(task)))
+    return {b: PolicySpec(b, env_id, task=task) for b in names if not (spec is not None and spec.kind == b)}
+
+
+def _probe(env_id: str, cfg: dict) -> tuple[list[str], float, Any]:
+    """``(observation keys, control period dt, renderer)`` of the env."""
+    probe = make_env(env_id, cfg)
+    obs_keys = sorted(probe.observation_space.spaces) if hasattr(probe.observation_space, "spaces") else []
+    dt = 1.0 / float(probe.metadata.get("render_fps", 20))
+    renderer = getattr(probe.unwrapped, "renderer", None) or probe.metadata.get("renderer")  # "tiny" / "egl" / "opengl"
+    probe.close()
+    return obs_keys, dt, renderer
+
+
+def evaluate(  # long: the public entry point: its arguments resolved in order, then one run
     policy: Any,
     env_id: str,
     suite: str | Path | dict = "quick",
@@ -378,76 +205,54 @@ def evaluate(
     from kai_drive.catalog import resolve_env
 
     env_id, alias = resolve_env(env_id)
-    S = load_suite(suite)
-    is_grasp = "grasp" in env_id.lower()
-    task = "grasp" if is_grasp else "driving"
-    spec: PolicySpec | None = None
-    if isinstance(policy, str):
-        if policy not in ("scripted", *BASELINES):
-            raise ValueError(f"policy {policy!r}: the built-in policies are 'scripted', "
-                             f"{', '.join(repr(b) for b in BASELINES)} (or pass a model / callable)")
-        spec = PolicySpec(policy, env_id, task=task)
-        pol = spec.build()
-    elif isinstance(policy, PolicySpec):
-        spec = PolicySpec(policy.kind, env_id, task=task) if policy.kind in ("scripted", *BASELINES) else policy
-        pol = spec.build()
-    else:
-        pol = as_policy(policy)
-        spec = next((x for x in (getattr(pol, "spec", None), getattr(policy, "spec", None)) if isinstance(x, PolicySpec)), None)
-    reads_obs = not (spec is not None and spec.kind in ("scripted", *BASELINES))
-    # env config: the suite's defaults for the task < the policy's own (a run's test config) < the caller's
-    cfg = dict(getattr(pol, "env_config", {}) or {})
-    cfg.update(env_config or {})
-    for k, v in ((S.get("env_config") or {}).get(task) or {}).items():
-        if not _has_key(cfg, k):
-            cfg[k] = v
-    if not reads_obs:  # privileged scripted policy / trivial baseline: sensors only cost time
-        for k in ("sensors.camera.enabled", "sensors.lidar.enabled"):
-            if not _has_key(cfg, k):
-                cfg[k] = False
-    bl_cfg = S.get("baselines", True)
-    if baselines is False or bl_cfg is False:
-        bl_names: list[str] = []
-    elif isinstance(bl_cfg, dict) and task in bl_cfg:
-        bl_names = list(bl_cfg[task])
-    else:
-        bl_names = default_baselines(task)
-    bl_names = [b for b in bl_names if not (spec is not None and spec.kind == b)]  # the policy itself is a row already
-    baseline_runs = {b: PolicySpec(b, env_id, task=task) for b in bl_names}
-    bl_env = {**cfg, "sensors.camera.enabled": False, "sensors.lidar.enabled": False}  # they read nothing
-    mk = lambda: make_env(env_id, cfg)  # noqa: E731
-    base = int(S.get("seed_base", 2**30 + 2**29))
-    n_safe = int(episodes or seeds or S.get("seeds", 10))
-    safety_seeds = [base + i for i in range(n_safe)]
-    R, C, A = S.get("robustness") or {}, S.get("causal") or {}, S.get("attribution") or {}
-    n_rob = int(seeds or R.get("seeds", 10))
-    n_cau = int(seeds or C.get("seeds", 10))
-    DrivingMetricConfig.from_dict(S.get("safety"))  # validate before any episode runs
-    log = log or (lambda m: None)
-
+    suite_config = load_suite(suite)
+    typed = Suite.model_validate(suite_config)
+    family = family_of(env_id)
+    task = family.name
+    pol, spec = _resolve_policy(policy, env_id, task)
+    reads_obs = spec is None or spec.reads_obs
+    cfg = _env_config(pol, env_config, typed, task, reads_obs)
+    baseline_runs = _baseline_specs(typed, baselines, spec, env_id, task)
+    n_safe = int(episodes or seeds or typed.seeds)
+    safety_seeds = [int(typed.seed_base) + i for i in range(n_safe)]
+    DrivingMetricConfig.from_dict(suite_config.get("safety"))  # validate before any episode runs
     remote = None
     if ray:
         from kai_drive.distributed import require_ray
 
         require_ray("kai_drive.evaluate --ray")
-        remote = _remote_policy(policy, pol, spec)  # fail before starting Ray
-
-    probe = mk()
-    obs_keys = sorted(probe.observation_space.spaces) if hasattr(probe.observation_space, "spaces") else []
-    dt = 1.0 / float(probe.metadata.get("render_fps", 20))
-    renderer = getattr(probe.unwrapped, "renderer", None) or probe.metadata.get("renderer")  # "tiny" / "egl" / "opengl"
-    probe.close()
-
-    conds = dict(R.get("conditions") or {}) if "robustness" in sections else {}
-    ivs = [Intervention.from_dict(k, v) for k, v in (C.get("interventions") or {}).items()] if "causal" in sections else []
+        remote = remote_policy(policy, pol, spec)  # fail before starting Ray
+    obs_keys, dt, renderer = _probe(env_id, cfg)
+    run = SuiteRun(
+        suite=typed, suite_config=suite_config, policy=pol, policy_desc=(), env_id=env_id, family=family,
+        env_config=cfg, dt=dt, obs_keys=obs_keys, reads_obs=reads_obs, safety_seeds=safety_seeds,
+        robustness_seeds=safety_seeds[:int(seeds or typed.robustness.seeds)],
+        causal_seeds=safety_seeds[:int(seeds or typed.causal.seeds)],
+        conditions={k: c.model_dump(exclude_unset=True) for k, c in typed.robustness.conditions.items()}
+        if "robustness" in sections else {},
+        interventions=[Intervention.from_dict(k, v.model_dump(exclude_unset=True)) for k, v in typed.causal.interventions.items()]
+        if "causal" in sections else [],
+        sections=tuple(sections), log=log or (lambda m: None), use_ray=bool(ray), progress=progress,
+        baseline_descs={b: ("spec", sp) for b, sp in baseline_runs.items()},
+        baseline_env={**cfg, "sensors.camera.enabled": False, "sensors.lidar.enabled": False})  # they read nothing
     result: dict[str, Any] = {
-        "schema": SCHEMA, "env_id": env_id, "env_alias": alias, "policy": pol.name, "suite": S.get("name"),
-        "suite_config": S, "env_config": cfg, "renderer": renderer, "observation_keys": obs_keys, "dt_s": dt,
+        "schema": SCHEMA, "env_id": env_id, "env_alias": alias, "policy": pol.name, "suite": suite_config.get("name"),
+        "suite_config": suite_config, "env_config": cfg, "renderer": renderer, "observation_keys": obs_keys, "dt_s": dt,
         "seeds": {"safety": safety_seeds}, "wall_s": {}, "notes": [],
     }
     t_all = time.perf_counter()
+    _execute(result, run, remote, address, num_cpus)
+    result["wall_s"]["total"] = time.perf_counter() - t_all
+    _check(result, typed, task)
+    result["_policy"] = pol  # not serialised; the report's videos re-run it
+    return result
+
+
+def _execute(result: dict, run: SuiteRun, remote: tuple | None, address: str | None, num_cpus: int | None) -> None:
+    """:func:`run_suite` in this process (the policy registered under a token) or inside a Ray session
+    (the policy sent as its description); records ``result["execution"]``."""
     token = None
-    if ray:
+    if run.use_ray:
         import ray as _ray
 
         from kai_drive.distributed.cluster import ray_session, resolve_address
@@ -458,27 +263,28 @@ def evaluate(
         session = contextlib.nullcontext({})
     try:
         with session as resources:
-            if ray:
+            if run.use_ray:
+                assert remote is not None
                 if remote[0] == "pickle" and len(remote[2]) > 100_000:  # ship a large policy once
                     remote = (remote[0], remote[1], _ray.put(remote[2]))
                 result["execution"] = {"backend": "ray", "address": where,
                                        "cluster_cpus": float(resources.get("CPU", 0.0)), "policy_from": remote[0]}
-                pdesc = remote
+                run.policy_desc = remote
             else:
-                token = f"{id(pol)}:{time.perf_counter_ns()}"
-                _LOCAL_POLICIES[token] = pol
-                pdesc = ("local", token)
+                token = f"{id(run.policy)}:{time.perf_counter_ns()}"
+                LOCAL_POLICIES[token] = run.policy
+                run.policy_desc = ("local", token)
                 result["execution"] = {"backend": "serial"}
-            _run_suite(result, S, pol, pdesc, env_id, task, cfg, dt, obs_keys, reads_obs, safety_seeds, n_rob,
-                       n_cau, conds, ivs, R, C, A, sections, progress, log, bool(ray),
-                       {b: ("spec", sp) for b, sp in baseline_runs.items()}, bl_env)
+            run_suite(run, result)
     finally:
         if token is not None:
-            _LOCAL_POLICIES.pop(token, None)
-            _close_envs()
-    result["wall_s"]["total"] = time.perf_counter() - t_all
+            LOCAL_POLICIES.pop(token, None)
+            close_envs()
 
-    applicable, skipped = _thresholds_for(S.get("thresholds"), task)
+
+def _check(result: dict, suite: Suite, task: str) -> None:
+    """The suite's thresholds on the safety summary (and on each baseline's), the verdict, and notes."""
+    applicable, skipped = thresholds_for(suite.thresholds, task)
     result["thresholds"] = check_thresholds({"safety": result["safety"]["summary"]}, applicable) + skipped
     result["passed"] = verdict(result["thresholds"])
     if result["passed"] is None:
@@ -490,201 +296,189 @@ def evaluate(
         if row["passed"]:
             result["notes"].append(f"the suite's thresholds PASS the trivial `{b}` baseline ({row['policy']}): they "
                                    "reward inaction or blind driving and cannot tell a good policy from it")
-    result["_policy"] = pol  # not serialised; the report's videos re-run it
-    return result
 
 
-def _run_suite(result, S, pol, pdesc, env_id, task, cfg, dt, obs_keys, reads_obs, safety_seeds, n_rob, n_cau,
-               conds, ivs, R, C, A, sections, progress, log, use_ray, baseline_descs=None, baseline_env=None) -> None:
-    is_grasp = task == "grasp"
-    metric_fn = grasp_metrics if is_grasp else driving_metrics
-    mcfg = DrivingMetricConfig.from_dict(S.get("safety"))
-    rate_keys = _GRASP_RATE_KEYS if is_grasp else _RATE_KEYS
-    ctx = {"env_id": env_id, "env_config": cfg, "policy": pdesc, "task": task, "safety": S.get("safety")}
-    bar = _Progress(0, progress)
+# ---------------------------------------------------------------------------------------------------
+# run_suite(): the episodes of every section in one batch of jobs, then the sections from their metrics
+# ---------------------------------------------------------------------------------------------------
+def _condition_note(run: SuiteRun, c: dict) -> str | None:
+    """Why a robustness condition does not apply to this policy / env (None: it applies)."""
+    need = c.get("needs")
+    if "scenario" in c and not run.family.scenario_factors:
+        return f"skipped: the {run.family.name} env has no scenario factors (light, colours) settable through reset options"
+    if need and need not in run.obs_keys:
+        return f"skipped: the policy has no {need} observation"
+    if not run.reads_obs and ("transform" in c or "attack" in c):
+        return "skipped: the policy does not read observations (privileged scripted / trivial baseline)"
+    if "attack" in c and not getattr(run.policy, "differentiable", False):
+        return "skipped: the policy is not differentiable (attacks need an SB3 torch policy)"
+    return None
 
-    def run_jobs(jobs: list[dict]) -> list[dict]:
-        if not jobs:
-            return []
-        bar.add(len(jobs))
-        if use_ray:
-            from kai_drive.distributed.episodes import map_episodes
 
-            start = bar.n
-            return map_episodes(_episode_job, jobs, progress=lambda done, total: bar.to(start + done))
-        out = []
-        for j in jobs:
-            out.append(_episode_job(j))
-            bar()
-        return out
-
-    # -- the episodes: safety, robustness conditions and paired interventions in one batch ---------------
-    n_safe = len(safety_seeds)
-    max_steps = int(S["max_episode_s"] / dt) if S.get("max_episode_s") else None
-    mod = C.get("modality") or {}
-    obs_budget = int(mod.get("max_obs", 200))
-    every = max(1, int(round(0.5 / dt)))
+def _episode_jobs(run: SuiteRun) -> tuple[list[dict], dict[str, str]]:
+    """The jobs of the safety, baseline, robustness and paired-intervention episodes, and the notes of the
+    robustness conditions that do not apply."""
+    ctx, max_steps = run.ctx, run.max_steps
+    obs_budget = int(run.suite.causal.modality.max_obs)
+    every = max(1, int(round(0.5 / run.dt)))
     jobs = [{"ctx": ctx, "kind": "safety", "seed": s, "max_steps": max_steps,
-             "record_obs_every": every if reads_obs and obs_budget > 0 else 0} for s in safety_seeds]
-    for b, desc in (baseline_descs or {}).items():  # trivial baselines on the same safety seeds (they read nothing)
-        bctx = {**ctx, "policy": desc, "env_config": baseline_env if baseline_env is not None else cfg}
+             "record_obs_every": every if run.reads_obs and obs_budget > 0 else 0} for s in run.safety_seeds]
+    for b, desc in run.baseline_descs.items():  # trivial baselines on the same safety seeds (they read nothing)
+        bctx = {**ctx, "policy": desc, "env_config": run.baseline_env if run.baseline_env is not None else run.env_config}
         jobs += [{"ctx": bctx, "kind": "baseline", "name": b, "seed": s, "max_steps": max_steps, "record_obs_every": 0}
-                 for s in safety_seeds]
-    rob_seeds = safety_seeds[:n_rob]
-    rob_horizon = int(float(R.get("max_s", 20)) / dt)
+                 for s in run.safety_seeds]
     notes: dict[str, str] = {}
-    for name, c in conds.items():
-        note = None
-        need = c.get("needs")
-        if "scenario" in c and is_grasp:
-            note = "skipped: the grasp env has no scenario factors (light, colours) settable through reset options"
-        elif need and need not in obs_keys:
-            note = f"skipped: the policy has no {need} observation"
-        elif not reads_obs and ("transform" in c or "attack" in c):
-            note = "skipped: the policy does not read observations (privileged scripted / trivial baseline)"
-        elif "attack" in c and not getattr(pol, "differentiable", False):
-            note = "skipped: the policy is not differentiable (attacks need an SB3 torch policy)"
+    for name, c in run.conditions.items():
+        note = _condition_note(run, c)
         if note is not None:
             notes[name] = note
             continue
-        jobs += [{"ctx": ctx, "kind": "robustness", "name": name, "condition": c, "seed": s, "max_steps": rob_horizon}
-                 for s in rob_seeds]
-    run_causal = "causal" in sections and bool(ivs) and not is_grasp
-    cau_seeds = safety_seeds[:n_cau]
-    cau_horizon = int(float(C.get("horizon_s", 10)) / dt)
-    n_attr = int(A.get("seeds", 3)) if "attribution" in sections and getattr(pol, "differentiable", False) else 0
-    if run_causal:
-        raw = C.get("interventions") or {}
+        jobs += [{"ctx": ctx, "kind": "robustness", "name": name, "condition": c, "seed": s,
+                  "max_steps": run.robustness_horizon} for s in run.robustness_seeds]
+    if run.run_causal:
+        raw = {k: v.model_dump(exclude_unset=True) for k, v in run.suite.causal.interventions.items()}
+        n_attr = run.attribution_seeds
         jobs += [{"ctx": ctx, "kind": "pair", "name": iv.name, "intervention": raw[iv.name], "seed": s,
-                  "max_steps": cau_horizon, "keep_obs": i < n_attr} for iv in ivs for i, s in enumerate(cau_seeds)]
+                  "max_steps": run.causal_horizon, "keep_obs": i < n_attr}
+                 for iv in run.interventions for i, s in enumerate(run.causal_seeds)]
+    return jobs, notes
+
+
+def run_suite(run: SuiteRun, result: dict) -> None:
+    """Run every episode of ``run`` and fill ``result``'s sections (safety, baselines, robustness, causal,
+    attribution), their wall times and ``_trajectories`` (not serialised; the report's videos use them)."""
+    bar = Progress(0, run.progress)
+    jobs, notes = _episode_jobs(run)
     bar.set("episodes")
     t0 = time.perf_counter()
-    done = run_jobs(jobs)
+    done = run_jobs(jobs, bar, run.use_ray)
     result["wall_s"]["episodes"] = time.perf_counter() - t0
-    busy = " of worker time" if use_ray else ""
-    if use_ray:
-        log(f"episodes: {len(jobs)} jobs on Ray in {result['wall_s']['episodes']:.1f} s")
+    if run.use_ray:
+        run.log(f"episodes: {len(jobs)} jobs on Ray in {result['wall_s']['episodes']:.1f} s")
     by_kind: dict[str, list[dict]] = {"safety": [], "baseline": [], "robustness": [], "pair": []}
     for j, r in zip(jobs, done):
         by_kind[j["kind"]].append(r)
-
-    # -- safety ------------------------------------------------------------------------------------
     trajs: list[Trajectory] = [r["traj"] for r in by_kind["safety"]]
-    per_ep = [r["metrics"] for r in by_kind["safety"]]
-    result["safety"] = {"per_episode": per_ep, "summary": _aggregate(per_ep, rate_keys),
-                        "outcomes": {o: sum(e["outcome"] == o for e in per_ep) for o in sorted({e["outcome"] for e in per_ep})}}
-    result["wall_s"]["safety"] = sum((r["seconds"] for r in by_kind["safety"]), 0.0)
-    log(f"safety: {n_safe} episodes in {result['wall_s']['safety']:.1f} s{busy}")
-
-    # -- baselines (same seeds) ----------------------------------------------------------------------
-    if baseline_descs:
-        it = iter(by_kind["baseline"])
-        bls: dict[str, Any] = {}
-        for b, desc in baseline_descs.items():
-            per_b = [next(it)["metrics"] for _ in safety_seeds]
-            bls[b] = {"policy": _policy_of(desc).name, "summary": _aggregate(per_b, rate_keys),
-                      "outcomes": {o: sum(e["outcome"] == o for e in per_b) for o in sorted({e["outcome"] for e in per_b})},
-                      "per_episode": per_b}
-        result["baselines"] = bls
-        result["wall_s"]["baselines"] = sum((r["seconds"] for r in by_kind["baseline"]), 0.0)
-        log(f"baselines: {', '.join(baseline_descs)} on the same {n_safe} seeds in {result['wall_s']['baselines']:.1f} s{busy}")
-
-    # -- robustness --------------------------------------------------------------------------------
-    if conds:
-        clean = []
-        for tr in trajs[:n_rob]:
-            m = metric_fn(tr.infos[:rob_horizon], tr.dt, mcfg)
-            m["seed"] = tr.seed
-            clean.append(m)
-        rob: dict[str, Any] = {"clean": {"summary": _aggregate(clean, rate_keys)}, "horizon_s": rob_horizon * dt}
-        dm = GRASP_DROP_METRICS if is_grasp else DROP_METRICS
-        it = iter(by_kind["robustness"])
-        for name in conds:
-            if name in notes:
-                rob[name] = {"note": notes[name]}
-                continue
-            res = [next(it)["metrics"] for _ in rob_seeds]
-            rob[name] = {"summary": _aggregate(res, rate_keys), "drop": drops(clean, res, dm), "per_episode": res}
-        result["robustness"] = rob
-        result["wall_s"]["robustness"] = sum((r["seconds"] for r in by_kind["robustness"]), 0.0)
-        log(f"robustness: {len(conds)} conditions in {result['wall_s']['robustness']:.1f} s{busy}")
-
-    # -- causal ------------------------------------------------------------------------------------
-    if run_causal:
-        t0 = time.perf_counter()
-        bar.set("causal")
-        inter: dict[str, Any] = {}
-        pairs_of: dict[str, list] = {}
-        it = iter(by_kind["pair"])
-        for iv in ivs:
-            rows = [next(it) for _ in cau_seeds]
-            inter[iv.name] = _intervention_result(iv, [r["metrics"] for r in rows if r["applies"]],
-                                                  sum(not r["applies"] for r in rows), float(C.get("min_action_effect", 0.02)))
-            pairs_of[iv.name] = [r["pair"] for r in rows if r["applies"] and "pair" in r]
-        causal: dict[str, Any] = {"horizon_s": cau_horizon * dt, "interventions": inter}
-        causal["modality"] = _modality(pol, trajs, obs_keys, reads_obs, obs_budget, result.get("robustness", {}), "driving_score")
-        # but-for attribution of failures: one job per failed episode (its trajectory, without observations)
-        bf = C.get("but_for") or {}
-        fails = [tr for tr in trajs if episode_outcome(tr).startswith("collision") or episode_outcome(tr) in ("off_road", "lane_invasion")]
-        bf_jobs = [{"ctx": ctx, "kind": "but_for", "traj": dc_replace(tr, obs={}, frames=[]),
-                    "branch_s": float(bf.get("branch_s", 1.5)), "post_s": float(bf.get("post_s", 3.0))}
-                   for tr in fails[:int(bf.get("max_episodes", 3))]]
-        t_bf = time.perf_counter()
-        bf_done = run_jobs(bf_jobs)
-        causal["but_for"] = [r["row"] for r in bf_done]
-        causal["failed_episodes"] = len(fails)
-        result["causal"] = causal
-        result["wall_s"]["causal"] = (sum(r["seconds"] for r in by_kind["pair"]) + sum(r["seconds"] for r in bf_done)
-                                      + (t_bf - t0))
-        log(f"causal: {len(ivs)} interventions x {n_cau} seeds in {result['wall_s']['causal']:.1f} s{busy}")
-
-        # -- attribution (captum), in this process on the pairs the causal jobs kept ---------------------
-        if n_attr > 0:
-            t0 = time.perf_counter()
-            bar.set("attribution")
-            from kai_drive.evaluation.attribution import intervention_agreement
-
-            result["attribution"] = {iv.name: intervention_agreement(pol, pairs_of[iv.name], n_steps=int(A.get("n_steps", 16)))
-                                     for iv in ivs if inter[iv.name].get("n")}
-            result["wall_s"]["attribution"] = time.perf_counter() - t0
-        elif "attribution" in sections:
-            result["attribution"] = {"note": "skipped: the policy is not differentiable (captum needs an SB3 torch policy)"}
-    elif is_grasp and "causal" in sections:
-        if ivs:
-            result["notes"].append("causal interventions and but-for attribution skipped: the grasp env has no scenario "
-                                   "factors to intervene on (its reset takes no scenario options)")
-        if reads_obs:  # what removing each sensor changes in the decision applies to any env
-            result["causal"] = {"modality": _modality(pol, trajs, obs_keys, reads_obs, obs_budget,
-                                                      result.get("robustness", {}), "success")}
+    _safety_section(run, result, by_kind["safety"])
+    if run.baseline_descs:
+        _baselines_section(run, result, by_kind["baseline"])
+    if run.conditions:
+        _robustness_section(run, result, by_kind["robustness"], trajs, notes)
+    if run.run_causal:
+        _causal_section(run, result, by_kind["pair"], trajs, bar)
+    elif not run.family.causal_interventions and "causal" in run.sections:
+        if run.interventions:
+            result["notes"].append(f"causal interventions and but-for attribution skipped: the {run.family.name} env "
+                                   "has no scenario factors to intervene on (its reset takes no scenario options)")
+        if run.reads_obs:  # what removing each sensor changes in the decision applies to any env
+            result["causal"] = {"modality": _modality(run, trajs, result.get("robustness", {}))}
     bar.close()
-    result["_trajectories"] = trajs  # not serialised; used for videos
+    result["_trajectories"] = trajs
 
 
-def _modality(pol, trajs, obs_keys, reads_obs, obs_budget, rob, outcome_key) -> dict:
-    """Modality reliance: action change at matched states + the outcome change from robustness."""
-    if not reads_obs:
+def _busy(run: SuiteRun) -> str:
+    return " of worker time" if run.use_ray else ""
+
+
+def _safety_section(run: SuiteRun, result: dict, rows: list[dict]) -> None:
+    per_ep = [r["metrics"] for r in rows]
+    result["safety"] = {"per_episode": per_ep, "summary": _aggregate(per_ep, run.family), "outcomes": _outcomes(per_ep)}
+    result["wall_s"]["safety"] = sum((r["seconds"] for r in rows), 0.0)
+    run.log(f"safety: {len(run.safety_seeds)} episodes in {result['wall_s']['safety']:.1f} s{_busy(run)}")
+
+
+def _baselines_section(run: SuiteRun, result: dict, rows: list[dict]) -> None:
+    it = iter(rows)
+    bls: dict[str, Any] = {}
+    for b, desc in run.baseline_descs.items():
+        per_b = [next(it)["metrics"] for _ in run.safety_seeds]
+        bls[b] = {"policy": policy_of(desc).name, "summary": _aggregate(per_b, run.family),
+                  "outcomes": _outcomes(per_b), "per_episode": per_b}
+    result["baselines"] = bls
+    result["wall_s"]["baselines"] = sum((r["seconds"] for r in rows), 0.0)
+    run.log(f"baselines: {', '.join(run.baseline_descs)} on the same {len(run.safety_seeds)} seeds in "
+            f"{result['wall_s']['baselines']:.1f} s{_busy(run)}")
+
+
+def _robustness_section(run: SuiteRun, result: dict, rows: list[dict], trajs: list[Trajectory],
+                        notes: dict[str, str]) -> None:
+    """Each condition's summary and its paired drop against the clean safety episodes cut to the same horizon."""
+    horizon = run.robustness_horizon
+    mcfg = DrivingMetricConfig.from_dict(run.suite_config.get("safety"))
+    clean = []
+    for tr in trajs[:len(run.robustness_seeds)]:
+        m = run.family.episode_metrics(tr.infos[:horizon], tr.dt, mcfg)
+        m["seed"] = tr.seed
+        clean.append(m)
+    rob: dict[str, Any] = {"clean": {"summary": _aggregate(clean, run.family)}, "horizon_s": horizon * run.dt}
+    it = iter(rows)
+    for name in run.conditions:
+        if name in notes:
+            rob[name] = {"note": notes[name]}
+            continue
+        res = [next(it)["metrics"] for _ in run.robustness_seeds]
+        rob[name] = {"summary": _aggregate(res, run.family), "drop": drops(clean, res, run.family.drop_metrics),
+                     "per_episode": res}
+    result["robustness"] = rob
+    result["wall_s"]["robustness"] = sum((r["seconds"] for r in rows), 0.0)
+    run.log(f"robustness: {len(run.conditions)} conditions in {result['wall_s']['robustness']:.1f} s{_busy(run)}")
+
+
+def _causal_section(run: SuiteRun, result: dict, rows: list[dict], trajs: list[Trajectory], bar: Progress) -> None:
+    """Interventions (paired seeds), modality reliance, but-for attribution of the failed safety episodes,
+    then attribution (captum) on the pairs the causal jobs kept."""
+    t0 = time.perf_counter()
+    bar.set("causal")
+    causal_cfg = run.suite.causal
+    inter: dict[str, Any] = {}
+    pairs_of: dict[str, list] = {}
+    it = iter(rows)
+    for iv in run.interventions:
+        ivrows = [next(it) for _ in run.causal_seeds]
+        inter[iv.name] = intervention_result(iv, [r["metrics"] for r in ivrows if r["applies"]],
+                                              sum(not r["applies"] for r in ivrows), float(causal_cfg.min_action_effect))
+        pairs_of[iv.name] = [r["pair"] for r in ivrows if r["applies"] and "pair" in r]
+    causal: dict[str, Any] = {"horizon_s": run.causal_horizon * run.dt, "interventions": inter}
+    causal["modality"] = _modality(run, trajs, result.get("robustness", {}))
+    # but-for attribution of failures: one job per failed episode (its trajectory, without observations)
+    bf = causal_cfg.but_for
+    fails = [tr for tr in trajs if is_failure(tr.outcome)]
+    bf_jobs = [{"ctx": run.ctx, "kind": "but_for", "traj": dc_replace(tr, obs={}, frames=[]),
+                "branch_s": float(bf.branch_s), "post_s": float(bf.post_s)}
+               for tr in fails[:int(bf.max_episodes)]]
+    t_bf = time.perf_counter()
+    bf_done = run_jobs(bf_jobs, bar, run.use_ray)
+    causal["but_for"] = [r["row"] for r in bf_done]
+    causal["failed_episodes"] = len(fails)
+    result["causal"] = causal
+    result["wall_s"]["causal"] = sum(r["seconds"] for r in rows) + sum(r["seconds"] for r in bf_done) + (t_bf - t0)
+    run.log(f"causal: {len(run.interventions)} interventions x {len(run.causal_seeds)} seeds in "
+            f"{result['wall_s']['causal']:.1f} s{_busy(run)}")
+    if run.attribution_seeds > 0:
+        t0 = time.perf_counter()
+        bar.set("attribution")
+        from kai_drive.evaluation.attribution import intervention_agreement
+
+        n_steps = int(run.suite.attribution.n_steps)
+        result["attribution"] = {iv.name: intervention_agreement(run.policy, pairs_of[iv.name], n_steps=n_steps)
+                                 for iv in run.interventions if inter[iv.name].get("n")}
+        result["wall_s"]["attribution"] = time.perf_counter() - t0
+    elif "attribution" in run.sections:
+        result["attribution"] = {"note": "skipped: the policy is not differentiable (captum needs an SB3 torch policy)"}
+
+
+def _modality(run: SuiteRun, trajs: list[Trajectory], rob: dict) -> dict:
+    """Modality reliance: action change at matched states + the outcome change (the family's score) from
+    robustness."""
+    if not run.reads_obs:
         return {"note": "skipped: the policy does not read observations (privileged scripted / trivial baseline)"}
-    obs_list = [o for tr in trajs for o in tr.obs.values()][:obs_budget]
+    obs_list = [o for tr in trajs for o in tr.obs.values()][:int(run.suite.causal.modality.max_obs)]
     specs = {"camera": {"camera": "black"}, "lidar": {"lidar": "missing"}, "depth": {"depth": "zero"},
              "state": {"state": "zero"}}
-    removals = {k: sensor_transform(v, 0) for k, v in specs.items() if k in obs_keys}
+    removals = {k: sensor_transform(v, 0) for k, v in specs.items() if k in run.obs_keys}
     rm = {k: (lambda o, f=f: f(o, 0)) for k, f in removals.items()}
-    sens = action_sensitivity(pol, obs_list, rm)
+    sens = action_sensitivity(run.policy, obs_list, rm)
     cond_of = {"camera": "camera_black", "lidar": "lidar_missing"}
-    return {k: {"action_change": v, "outcome_drop": (rob.get(cond_of.get(k, ""), {}).get("drop") or {}).get(outcome_key)}
+    key = run.family.score_key
+    return {k: {"action_change": v, "outcome_drop": (rob.get(cond_of.get(k, ""), {}).get("drop") or {}).get(key)}
             for k, v in sens.items()}
-
-
-def _intervention_result(iv: Intervention, per_seed: list[dict], skipped: int, min_action_effect: float) -> dict:
-    """Aggregate one intervention's paired seeds (as :func:`causal.run_interventions` does)."""
-    res: dict[str, Any] = {"expect": iv.expect, "description": iv.description, "n": len(per_seed), "skipped": skipped}
-    if not per_seed:
-        res["note"] = f"not applicable to this env (needs {iv.requires})"
-        return res
-    effects = {k: stats.paired_difference([p["treatment"][k] for p in per_seed], [p["control"][k] for p in per_seed])
-               for k in ARM_METRICS}
-    dsum = stats.summarize([p["action_divergence"] for p in per_seed])
-    responds = dsum["mean_ci95"][0] > min_action_effect
-    res.update({"action_divergence": dsum, "effects": effects, "responds": bool(responds),
-                "verdict": _verdict(iv.expect, responds), "per_seed": per_seed})
-    return res

@@ -54,12 +54,21 @@ def _ate(e: dict | None, digits: int = 2) -> str:
 
 
 def _figures(res: dict, out: Path) -> list[tuple[str, str]]:
+    """``[(caption, file)]`` of the figures written to ``out``: safety, robustness, causal, attribution."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figs = []
+    figs = [_safety_figure(plt, res, out)]
+    for draw in (_robustness_figure, _causal_figure, _attribution_figure):
+        fig = draw(plt, res, out)
+        if fig is not None:
+            figs.append(fig)
+    return figs
+
+
+def _safety_figure(plt: Any, res: dict, out: Path) -> tuple[str, str]:
     per = res["safety"]["per_episode"]
     keys = [k for k in ("driving_score", "route_completion", "min_ttc_s", "comfort_frac") if k in per[0]]
     if not keys:
@@ -84,73 +93,81 @@ def _figures(res: dict, out: Path) -> list[tuple[str, str]]:
     fig.tight_layout()
     fig.savefig(out / "safety.png", dpi=80)
     plt.close(fig)
-    figs.append(("Safety: per-episode values, mean and IQM with 95 % bootstrap CIs", "safety.png"))
+    return "Safety: per-episode values, mean and IQM with 95 % bootstrap CIs", "safety.png"
 
+
+def _robustness_figure(plt: Any, res: dict, out: Path) -> tuple[str, str] | None:
     rob = res.get("robustness") or {}
     rows = [(n, c["drop"]["driving_score" if "driving_score" in c["drop"] else "success"]) for n, c in rob.items()
             if isinstance(c, dict) and c.get("drop")]
     rows = [(n, d) for n, d in rows if d.get("ate") is not None]
-    if rows:
-        fig, ax = plt.subplots(figsize=(5, 0.45 * len(rows) + 1))
-        y = np.arange(len(rows))
-        ate = np.array([d["ate"] for _, d in rows])
-        lo = np.array([d["ci95"][0] for _, d in rows])
-        hi = np.array([d["ci95"][1] for _, d in rows])
-        ax.errorbar(ate, y, xerr=[ate - lo, hi - ate], fmt="o", capsize=3)
-        ax.axvline(0, color="grey", lw=0.8)
-        ax.set_yticks(y, [n for n, _ in rows])
-        ax.set_xlabel("change vs clean (paired, 95% CI)")
-        ax.set_title("Robustness", fontsize=10)
-        fig.tight_layout()
-        fig.savefig(out / "robustness.png", dpi=80)
-        plt.close(fig)
-        what = "driving score" if any("driving_score" in c["drop"] for c in rob.values() if isinstance(c, dict) and c.get("drop")) else "success rate"
-        figs.append((f"Robustness: change of the {what} vs clean (same seeds)", "robustness.png"))
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 0.45 * len(rows) + 1))
+    y = np.arange(len(rows))
+    ate = np.array([d["ate"] for _, d in rows])
+    lo = np.array([d["ci95"][0] for _, d in rows])
+    hi = np.array([d["ci95"][1] for _, d in rows])
+    ax.errorbar(ate, y, xerr=[ate - lo, hi - ate], fmt="o", capsize=3)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_yticks(y, [n for n, _ in rows])
+    ax.set_xlabel("change vs clean (paired, 95% CI)")
+    ax.set_title("Robustness", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "robustness.png", dpi=80)
+    plt.close(fig)
+    what = "driving score" if any("driving_score" in c["drop"] for c in rob.values() if isinstance(c, dict) and c.get("drop")) else "success rate"
+    return f"Robustness: change of the {what} vs clean (same seeds)", "robustness.png"
 
+
+def _causal_figure(plt: Any, res: dict, out: Path) -> tuple[str, str] | None:
     inter = (res.get("causal") or {}).get("interventions") or {}
     rows = [(n, r) for n, r in inter.items() if r.get("n")]
-    if rows:
-        fig, ax = plt.subplots(figsize=(5, 0.45 * len(rows) + 1))
-        for i, (n, r) in enumerate(rows):
-            d = r["action_divergence"]
-            col = "C0" if r["expect"] == "respond" else "C1"
-            ax.errorbar([d["mean"]], [i], xerr=[[d["mean"] - d["mean_ci95"][0]], [d["mean_ci95"][1] - d["mean"]]], fmt="o", color=col, capsize=3)
-        ax.axvline(float(res["suite_config"].get("causal", {}).get("min_action_effect", 0.02)), color="grey", ls="--", lw=0.8)
-        ax.set_yticks(range(len(rows)), [f"{n} ({r['expect']})" for n, r in rows])
-        ax.set_xlabel("effect on actions: mean |a_T - a_C|_1 (95% CI)")
-        ax.set_title("Paired interventions (blue: should respond, orange: should ignore)", fontsize=9)
-        fig.tight_layout()
-        fig.savefig(out / "causal.png", dpi=80)
-        plt.close(fig)
-        figs.append(("Causal: effect of each intervention on the policy's actions", "causal.png"))
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 0.45 * len(rows) + 1))
+    for i, (n, r) in enumerate(rows):
+        d = r["action_divergence"]
+        col = "C0" if r["expect"] == "respond" else "C1"
+        ax.errorbar([d["mean"]], [i], xerr=[[d["mean"] - d["mean_ci95"][0]], [d["mean_ci95"][1] - d["mean"]]], fmt="o", color=col, capsize=3)
+    ax.axvline(float(res["suite_config"].get("causal", {}).get("min_action_effect", 0.02)), color="grey", ls="--", lw=0.8)
+    ax.set_yticks(range(len(rows)), [f"{n} ({r['expect']})" for n, r in rows])
+    ax.set_xlabel("effect on actions: mean |a_T - a_C|_1 (95% CI)")
+    ax.set_title("Paired interventions (blue: should respond, orange: should ignore)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "causal.png", dpi=80)
+    plt.close(fig)
+    return "Causal: effect of each intervention on the policy's actions", "causal.png"
 
+
+def _attribution_figure(plt: Any, res: dict, out: Path) -> tuple[str, str] | None:
     ex = {}
     for n, a in (res.get("attribution") or {}).items():
         if isinstance(a, dict) and a.get("_example"):
             ex = {"name": n, **a["_example"]}
             break
-    if ex:
-        keys = [k for k in ("camera", "lidar") if k in ex]
-        fig, axs = plt.subplots(1, 2 * len(keys), figsize=(3 * 2 * len(keys), 2.6))
-        axs = np.atleast_1d(axs)
-        for j, k in enumerate(keys):
-            e = ex[k]
-            if k == "camera":
-                axs[2 * j].imshow(e["obs"])
-                axs[2 * j + 1].imshow(e["attr"], cmap="magma")
-                axs[2 * j + 1].contour(e["region"], levels=[0.5], colors="cyan", linewidths=0.8)
-            else:
-                axs[2 * j].plot(e["obs"], lw=1)
-                axs[2 * j].set_ylabel("range (norm.)")
-                axs[2 * j + 1].bar(np.arange(len(e["attr"])), e["attr"], color=np.where(e["region"], "C3", "C0"))
-                axs[2 * j + 1].set_xlabel("beam (red: intervened object)")
-            axs[2 * j].set_title(f"{k} (t={e['t_s']:.2f} s)", fontsize=8)
-            axs[2 * j + 1].set_title(f"|IG| ({ex['name']})", fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "attribution.png", dpi=80)
-        plt.close(fig)
-        figs.append(("Integrated gradients on the treatment arm; outlined/red: where the intervened object shows", "attribution.png"))
-    return figs
+    if not ex:
+        return None
+    keys = [k for k in ("camera", "lidar") if k in ex]
+    fig, axs = plt.subplots(1, 2 * len(keys), figsize=(3 * 2 * len(keys), 2.6))
+    axs = np.atleast_1d(axs)
+    for j, k in enumerate(keys):
+        e = ex[k]
+        if k == "camera":
+            axs[2 * j].imshow(e["obs"])
+            axs[2 * j + 1].imshow(e["attr"], cmap="magma")
+            axs[2 * j + 1].contour(e["region"], levels=[0.5], colors="cyan", linewidths=0.8)
+        else:
+            axs[2 * j].plot(e["obs"], lw=1)
+            axs[2 * j].set_ylabel("range (norm.)")
+            axs[2 * j + 1].bar(np.arange(len(e["attr"])), e["attr"], color=np.where(e["region"], "C3", "C0"))
+            axs[2 * j + 1].set_xlabel("beam (red: intervened object)")
+        axs[2 * j].set_title(f"{k} (t={e['t_s']:.2f} s)", fontsize=8)
+        axs[2 * j + 1].set_title(f"|IG| ({ex['name']})", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "attribution.png", dpi=80)
+    plt.close(fig)
+    return "Integrated gradients on the treatment arm; outlined/red: where the intervened object shows", "attribution.png"
 
 
 def _worst_key(e: dict) -> tuple:
@@ -167,7 +184,7 @@ def _videos(res: dict, out: Path, n: int, frames_every: int, size: tuple[int, in
     """Re-run the ``n`` worst episodes with the chase camera and save GIFs of their last ``n_frames`` frames."""
     import imageio.v2 as imageio
 
-    from kai_drive.evaluation.runner import rollout
+    from kai_drive.evaluation.rollout import rollout
 
     per = res["safety"]["per_episode"]
     key = "driving_score" if "driving_score" in per[0] else "success"
@@ -223,12 +240,10 @@ def _baselines_table(res: dict) -> list[str]:
     return L
 
 
-def _markdown(res: dict, figs: list, vids: list, command: str | None) -> str:
-    L = []
-    s = res["safety"]["summary"]
-    L.append(f"# Evaluation: `{res['policy']}` on `{res['env_id']}` (suite `{res['suite']}`)\n")
-    L.append(f"{res.get('created', '')} · {res.get('machine', '')} · total {res['wall_s'].get('total', 0):.0f} s"
-             + (f" · `{command}`" if command else "") + "\n")
+def _header(res: dict, command: str | None) -> list[str]:
+    L = [f"# Evaluation: `{res['policy']}` on `{res['env_id']}` (suite `{res['suite']}`)\n",
+         f"{res.get('created', '')} · {res.get('machine', '')} · total {res['wall_s'].get('total', 0):.0f} s"
+         + (f" · `{command}`" if command else "") + "\n"]
     ok = {True: "PASSED", False: "FAILED"}.get(res["passed"], "no thresholds apply (nothing checked; not passed)")
     def verdict(t: dict) -> str:
         return "ok" if t["passed"] else ("FAIL" if t["passed"] is False else t.get("note", "n/a"))
@@ -239,9 +254,14 @@ def _markdown(res: dict, figs: list, vids: list, command: str | None) -> str:
     if res.get("execution", {}).get("backend") == "ray":
         ex = res["execution"]
         L.append(f"Episodes ran as Ray tasks ({ex.get('address')}, {ex.get('cluster_cpus', 0):.0f} CPUs); the numbers are those of a serial run.\n")
-    L.append(f"## Safety ({len(res['safety']['per_episode'])} held-out seeds)\n")
-    L.append("Values: mean [95 % bootstrap CI]; rates: count/n [Wilson 95 % CI]; IQM in the JSON and the figure.\n")
-    L.append("| metric | value |\n|---|---|")
+    return L
+
+
+def _safety_table(res: dict) -> list[str]:
+    s = res["safety"]["summary"]
+    L = [f"## Safety ({len(res['safety']['per_episode'])} held-out seeds)\n",
+         "Values: mean [95 % bootstrap CI]; rates: count/n [Wilson 95 % CI]; IQM in the JSON and the figure.\n",
+         "| metric | value |\n|---|---|"]
     for k in ("success", "collision", "off_road", "comfortable", "within_budget"):
         if k in s:
             L.append(f"| {k} rate | {_rate(s[k])} |")
@@ -253,72 +273,98 @@ def _markdown(res: dict, figs: list, vids: list, command: str | None) -> str:
         if v.get("per_km") is not None:
             L.append(f"| {k} per km | {v['per_km']:.2f} [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}] |")
     L.append("\nOutcomes: " + ", ".join(f"{k} {v}" for k, v in res["safety"]["outcomes"].items()) + "\n")
-    L.extend(_baselines_table(res))
+    return L
+
+
+def _robustness_table(res: dict) -> list[str]:
     rob = res.get("robustness")
-    if rob:
-        L.append(f"## Robustness (same seeds, {rob.get('horizon_s', 0):.0f} s horizon; change vs clean, paired 95 % CI, * = CI excludes 0)\n")
-        grasp = "driving_score" not in s
-        cols = (("success", "success"), ("drops", "drops"), ("peak_contact_force_n", "peak contact force (N)"),
-                ("objects_out", "objects out")) if grasp else (
-                ("driving_score", "driving score"), ("route_completion", "route completion"), ("collision", "collision"),
-                ("min_ttc_s", "min TTC (s)"))
-        L.append("| condition | " + " | ".join(c for _, c in cols) + " |\n|---|" + "---|" * len(cols))
-        for n, c in rob.items():
-            if n in ("clean", "horizon_s"):
-                continue
-            if "note" in c:
-                L.append(f"| {n} | {c['note']} |" + " |" * (len(cols) - 1))
-                continue
-            d = c["drop"]
-            L.append(f"| {n} | " + " | ".join(_ate(d.get(k)) for k, _ in cols) + " |")
-        L.append("")
+    if not rob:
+        return []
+    L = [f"## Robustness (same seeds, {rob.get('horizon_s', 0):.0f} s horizon; change vs clean, paired 95 % CI, * = CI excludes 0)\n"]
+    grasp = "driving_score" not in res["safety"]["summary"]
+    cols = (("success", "success"), ("drops", "drops"), ("peak_contact_force_n", "peak contact force (N)"),
+            ("objects_out", "objects out")) if grasp else (
+            ("driving_score", "driving score"), ("route_completion", "route completion"), ("collision", "collision"),
+            ("min_ttc_s", "min TTC (s)"))
+    L.append("| condition | " + " | ".join(c for _, c in cols) + " |\n|---|" + "---|" * len(cols))
+    for n, c in rob.items():
+        if n in ("clean", "horizon_s"):
+            continue
+        if "note" in c:
+            L.append(f"| {n} | {c['note']} |" + " |" * (len(cols) - 1))
+            continue
+        d = c["drop"]
+        L.append(f"| {n} | " + " | ".join(_ate(d.get(k)) for k, _ in cols) + " |")
+    L.append("")
+    return L
+
+
+def _modality_only(cau: dict) -> list[str]:
+    """A causal section without interventions (e.g. grasping): modality reliance only."""
+    mod = cau.get("modality") or {}
+    if not mod or "note" in mod:
+        return []
+    L = ["## Causal: modality reliance\n\n| sensor removed | action change at the same states mean abs delta a | success change (robustness) |\n|---|---|---|"]
+    for k, v in mod.items():
+        L.append(f"| {k} | {_fmt(v['action_change'], digits=3)} | {_ate(v.get('outcome_drop'))} |")
+    return L
+
+
+def _causal_tables(cau: dict) -> list[str]:
+    L = [f"## Causal: paired interventions ({cau['horizon_s']:.0f} s per arm)\n",
+         "Effects are treatment − control on the same seed (paired bootstrap 95 % CI; * = excludes 0).\n",
+         "| factor | expect | action effect mean abs delta a | braking onset (s) | mean throttle | collision | min TTC (s) | verdict |\n|---|---|---|---|---|---|---|---|"]
+    for n, r in cau["interventions"].items():
+        if not r.get("n"):
+            L.append(f"| {n} | {r['expect']} | {r.get('note', 'n/a')} | | | | | |")
+            continue
+        e = r["effects"]
+        L.append(f"| {n} | {r['expect']} | {_fmt(r['action_divergence'], digits=3)} | {_ate(e['braking_onset_s'])} | {_ate(e['mean_throttle'])} | {_ate(e['collision'])} | {_ate(e['min_ttc_s'])} | **{r['verdict']}** |")
+    watched = [n for n, r in cau["interventions"].items() if r.get("responds")]
+    wrong = [n for n, r in cau["interventions"].items() if r.get("n") and r.get("responds") != (r["expect"] == "respond")]
+    L.append(f"\nThe policy responds to: {', '.join(watched) or 'none'}. "
+             + (f"Not as a sound driver would: {', '.join(wrong)}." if wrong else "Every factor as a sound driver would."))
+    mod = cau.get("modality") or {}
+    if mod and "note" not in mod:
+        L.append("\n### Modality reliance\n\n| sensor removed | action change at the same states mean abs delta a | driving-score change (robustness) |\n|---|---|---|")
+        for k, v in mod.items():
+            L.append(f"| {k} | {_fmt(v['action_change'], digits=3)} | {_ate(v.get('outcome_drop'))} |")
+    elif mod:
+        L.append(f"\nModality reliance: {mod['note']}")
+    L.append(f"\n### But-for failure attribution ({cau.get('failed_episodes', 0)} failed episodes; first {len(cau.get('but_for', []))})\n")
+    if not cau.get("but_for"):
+        L.append("No failed episode to attribute.")
+    for b in cau.get("but_for", []):
+        L.append(f"- seed {b['seed']}: {b['failure']} at {b['failure_t_s']:.1f} s; branch at {b['branch_t_s']:.1f} s. "
+                 f"Averted by removing: {', '.join(b['but_for_causes']) or 'no single candidate'}. "
+                 + "; ".join(f"{r['cause']} -> {r['outcome']}{'' if r['history_consistent'] else ' (history diverged)'}" for r in b["causes"]))
+    return L
+
+
+def _attribution_table(att: dict, cau: dict | None) -> list[str]:
+    L = ["\n## Attribution (integrated gradients) vs intervention effects\n"]
+    if "note" in att:
+        L.append(att["note"])
+        return L
+    L.append("RAM = relative attribution mass on the intervened object (1 = no concentration). A factor with an action effect should have RAM > 1.\n")
+    L.append("| factor | action effect | camera RAM | lidar RAM |\n|---|---|---|---|")
+    for n, a in att.items():
+        r = cau["interventions"].get(n, {})
+        L.append(f"| {n} | {_fmt(r.get('action_divergence'), digits=3)} | {_fmt(a.get('camera'))} | {_fmt(a.get('lidar'))} |")
+    return L
+
+
+def _markdown(res: dict, figs: list, vids: list, command: str | None) -> str:
+    L = _header(res, command) + _safety_table(res) + _baselines_table(res) + _robustness_table(res)
     cau = res.get("causal")
-    if cau and "interventions" not in cau:  # e.g. grasping: no interventions, modality reliance only
-        mod = cau.get("modality") or {}
-        if mod and "note" not in mod:
-            L.append("## Causal: modality reliance\n\n| sensor removed | action change at the same states mean abs delta a | success change (robustness) |\n|---|---|---|")
-            for k, v in mod.items():
-                L.append(f"| {k} | {_fmt(v['action_change'], digits=3)} | {_ate(v.get('outcome_drop'))} |")
+    if cau and "interventions" not in cau:
+        L.extend(_modality_only(cau))
         cau = None
     if cau:
-        L.append(f"## Causal: paired interventions ({cau['horizon_s']:.0f} s per arm)\n")
-        L.append("Effects are treatment − control on the same seed (paired bootstrap 95 % CI; * = excludes 0).\n")
-        L.append("| factor | expect | action effect mean abs delta a | braking onset (s) | mean throttle | collision | min TTC (s) | verdict |\n|---|---|---|---|---|---|---|---|")
-        for n, r in cau["interventions"].items():
-            if not r.get("n"):
-                L.append(f"| {n} | {r['expect']} | {r.get('note', 'n/a')} | | | | | |")
-                continue
-            e = r["effects"]
-            L.append(f"| {n} | {r['expect']} | {_fmt(r['action_divergence'], digits=3)} | {_ate(e['braking_onset_s'])} | {_ate(e['mean_throttle'])} | {_ate(e['collision'])} | {_ate(e['min_ttc_s'])} | **{r['verdict']}** |")
-        watched = [n for n, r in cau["interventions"].items() if r.get("responds")]
-        wrong = [n for n, r in cau["interventions"].items() if r.get("n") and r.get("responds") != (r["expect"] == "respond")]
-        L.append(f"\nThe policy responds to: {', '.join(watched) or 'none'}. "
-                 + (f"Not as a sound driver would: {', '.join(wrong)}." if wrong else "Every factor as a sound driver would."))
-        mod = cau.get("modality") or {}
-        if mod and "note" not in mod:
-            L.append("\n### Modality reliance\n\n| sensor removed | action change at the same states mean abs delta a | driving-score change (robustness) |\n|---|---|---|")
-            for k, v in mod.items():
-                L.append(f"| {k} | {_fmt(v['action_change'], digits=3)} | {_ate(v.get('outcome_drop'))} |")
-        elif mod:
-            L.append(f"\nModality reliance: {mod['note']}")
-        L.append(f"\n### But-for failure attribution ({cau.get('failed_episodes', 0)} failed episodes; first {len(cau.get('but_for', []))})\n")
-        if not cau.get("but_for"):
-            L.append("No failed episode to attribute.")
-        for b in cau.get("but_for", []):
-            L.append(f"- seed {b['seed']}: {b['failure']} at {b['failure_t_s']:.1f} s; branch at {b['branch_t_s']:.1f} s. "
-                     f"Averted by removing: {', '.join(b['but_for_causes']) or 'no single candidate'}. "
-                     + "; ".join(f"{r['cause']} -> {r['outcome']}{'' if r['history_consistent'] else ' (history diverged)'}" for r in b["causes"]))
+        L.extend(_causal_tables(cau))
     att = res.get("attribution")
     if att:
-        L.append("\n## Attribution (integrated gradients) vs intervention effects\n")
-        if "note" in att:
-            L.append(att["note"])
-        else:
-            L.append("RAM = relative attribution mass on the intervened object (1 = no concentration). A factor with an action effect should have RAM > 1.\n")
-            L.append("| factor | action effect | camera RAM | lidar RAM |\n|---|---|---|---|")
-            for n, a in att.items():
-                r = cau["interventions"].get(n, {})
-                L.append(f"| {n} | {_fmt(r.get('action_divergence'), digits=3)} | {_fmt(a.get('camera'))} | {_fmt(a.get('lidar'))} |")
+        L.extend(_attribution_table(att, cau))
     if figs:
         L.append("\n## Figures\n")
         for cap, f in figs:

@@ -5,7 +5,7 @@ A condition is one of (suite ``robustness.conditions``):
 * ``scenario: {dotted.path: value}`` - a scenario factor set exactly through ``reset(options=...)``
   (light, colours, the env's own sensor-noise model);
 * ``transform: {camera: black, lidar: missing, noise: {camera: 20, lidar: 0.05, state: 0.05}}`` -
-  observation corruption between the sensors and the policy (see :func:`runner.sensor_transform`);
+  observation corruption between the sensors and the policy (see :func:`rollout.sensor_transform`);
 * ``attack: {method: fgsm|pgd, eps: {camera: 8, lidar: 0.05}, steps: 3}`` - an L-inf adversarial
   perturbation of the camera (0..255 units) and lidar (normalised range) computed every step against
   the policy's own gradients (:class:`AdversarialPolicy`): it maximises ``|pi(o + delta) - pi(o)|^2``
@@ -22,12 +22,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from kai_drive import stats
-from kai_drive.evaluation.policies import EvalPolicy
+from kai_drive.evaluation.adapters import EvalPolicy
 
-__all__ = ["AdversarialPolicy", "drops", "DROP_METRICS"]
-
-DROP_METRICS = ("driving_score", "route_completion", "success", "collision", "min_ttc_s", "comfort_frac")
-GRASP_DROP_METRICS = ("success", "drops", "peak_contact_force_n", "objects_out")
+__all__ = ["AdversarialPolicy", "drops"]
 
 _BOUNDS = {"camera": (0.0, 255.0), "lidar": (0.0, 1.0), "depth": (0.0, None)}
 
@@ -36,7 +33,7 @@ class AdversarialPolicy(EvalPolicy):
     """Wraps a differentiable policy: every observation is attacked within ``eps`` before acting.
 
     Args:
-        policy: an :class:`~kai_drive.evaluation.policies.SB3Policy` (``torch_action`` available).
+        policy: an :class:`~kai_drive.evaluation.adapters.SB3Policy` (``torch_action`` available).
         eps: L-inf budget per observation key (raw units: camera 0..255, lidar 0..1).
         method: ``fgsm`` (one step of 1.25 eps from a random start) or ``pgd`` (``steps`` steps of
             2.5 eps / steps from a random start).
@@ -103,9 +100,10 @@ class AdversarialPolicy(EvalPolicy):
         return a
 
 
-def drops(clean: Sequence[dict], perturbed: Sequence[dict], metrics: Sequence[str] = DROP_METRICS) -> dict[str, Any]:
-    """Paired (same seed) difference perturbed - clean of each metric, with a 95 % paired bootstrap CI
-    and the relative change (divided by |clean mean|)."""
+def drops(clean: Sequence[dict], perturbed: Sequence[dict], metrics: Sequence[str]) -> dict[str, Any]:
+    """Paired (same seed) difference perturbed - clean of each metric (a task family's ``drop_metrics``,
+    :data:`kai_drive.metrics.FAMILIES`), with a 95 % paired bootstrap CI and the relative change (divided
+    by |clean mean|)."""
     by_seed = {m["seed"]: m for m in clean}
     pairs = [(by_seed[m["seed"]], m) for m in perturbed if m["seed"] in by_seed]
     out = {}

@@ -6,7 +6,7 @@ raises :class:`~kai_drive.specs.SpecError` (a ValueError; the CLI exits 2) whose
 the dotted key, e.g. ``configs/eval/quick.yaml: robustness.seedz: unknown key``. Thresholds are checked
 too: their path must name a metric of the safety summary and their condition parse (``">= 0.8"``,
 ``"<=0.2"``). The validated suite is returned as a plain dict holding only the keys the file set; each
-section's defaults are applied where it is consumed (kai_drive/evaluation/core.py). Keys:
+section's defaults are applied where it is consumed (``Suite.model_validate`` in kai_drive/evaluation/core.py). Keys:
 docs/evaluation.md.
 """
 
@@ -22,13 +22,14 @@ from typing import Any, Callable, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from kai_drive.evaluation.metrics import driving_metrics, grasp_metrics
-from kai_drive.specs import SpecError, format_validation_error
+from kai_drive.metrics import FAMILIES
+from kai_drive.config import SpecError, format_validation_error
 
-__all__ = ["Suite", "load_suite", "validate_suite", "parse_condition", "task_metrics", "TASKS", "SpecError"]
+__all__ = ["Suite", "load_suite", "validate_suite", "parse_condition", "task_metrics", "TASKS", "SpecError",
+           "check_thresholds", "verdict", "thresholds_for"]
 
 #: the task families a suite can scope thresholds, baselines and env defaults by
-TASKS = ("driving", "grasp")
+TASKS = tuple(FAMILIES)
 
 _SUITE_KEYS_DOC = "docs/evaluation.md (Suites) and configs/eval/quick.yaml"
 
@@ -232,11 +233,10 @@ def parse_condition(cond: Any) -> tuple[str, float]:
 
 
 def task_metrics(task: str) -> set[str]:
-    """The metric names of a task family's safety summary (``per_km`` included for driving)."""
-    if task == "grasp":
-        return set(grasp_metrics([{}], 0.05))
+    """The metric names of a task family's safety summary (``per_km`` included where the family has it)."""
+    fam = FAMILIES[task]
     infos = [{"route_completion": 0.0, "distance_m": 0.0, "speed_mps": 0.0, "yaw_rate_radps": 0.0} for _ in range(3)]
-    return set(driving_metrics(infos, 0.05)) | {"per_km"}
+    return set(fam.episode_metrics(infos, 0.05)) | ({"per_km"} if fam.per_km else set())
 
 
 def _check_thresholds(th: dict, source: str) -> None:
@@ -266,6 +266,52 @@ def _check_thresholds(th: dict, source: str) -> None:
                 one(f"thresholds.{k}.{p}", p, c, metrics[k], f"a {k} env")
         else:
             one(f"thresholds.{k}", k, v, metrics["driving"] | metrics["grasp"], "any env")
+
+
+def check_thresholds(summary: dict, thresholds: dict) -> list[dict]:
+    """``[{"path", "condition", "actual", "passed"}]``; a path missing from ``summary`` (or NaN) fails.
+    Conditions are ``"<op> <number>"`` with or without spaces (``">= 0.8"``, ``"<=0.2"``)."""
+    out = []
+    for path, cond in (thresholds or {}).items():
+        try:
+            op, val = parse_condition(cond)
+        except ValueError as exc:
+            raise ValueError(f"threshold {path}: {exc}") from None
+        cur: Any = summary
+        for k in path.split("."):
+            cur = cur.get(k) if isinstance(cur, dict) else None
+        ok = (isinstance(cur, (int, float)) and not isinstance(cur, bool) and not math.isnan(float(cur))
+              and OPS[op](float(cur), val))
+        out.append({"path": path, "condition": cond, "actual": cur, "passed": bool(ok)})
+    return out
+
+
+def verdict(thresholds: list[dict]) -> bool | None:
+    """``True`` every applicable threshold passes, ``False`` one fails, ``None`` none applies (nothing was
+    checked: never "passed")."""
+    checked = [t["passed"] for t in thresholds if t["passed"] is not None]
+    return all(checked) if checked else None
+
+
+def thresholds_for(thresholds: dict | None, task: str) -> tuple[dict, list[dict]]:
+    """``(applicable, skipped)``: a suite's ``thresholds`` are flat (``{path: cond}``) and/or scoped by task
+    family (``{driving: {path: cond}, grasp: {path: cond}}``). A flat ``safety.<metric>`` path whose metric
+    only another family has is not applicable (reported, never failing); any other unknown path fails."""
+    flat, skipped = {}, []
+    mine = task_metrics(task)
+    theirs = set().union(*(task_metrics(t) for t in TASKS if t != task))
+    for k, v in (thresholds or {}).items():
+        if k in TASKS and isinstance(v, dict):
+            if k == task:
+                flat.update(v)
+            continue
+        parts = str(k).split(".")
+        if len(parts) > 1 and parts[0] == "safety" and parts[1] not in mine and parts[1] in theirs:
+            skipped.append({"path": k, "condition": v, "actual": None, "passed": None,
+                            "note": f"not applicable to a {task} env"})
+        else:
+            flat[k] = v
+    return flat, skipped
 
 
 # -- loading ------------------------------------------------------------------------------------------

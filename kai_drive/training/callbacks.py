@@ -1,14 +1,18 @@
-"""SB3 callbacks: driving metrics and action histograms in TensorBoard, evaluation, atomic checkpoints.
+"""SB3 callbacks: task metrics and action histograms in TensorBoard, periodic evaluation, atomic checkpoints.
 
-TensorBoard keys written here (besides SB3's own ``rollout/``, ``train/``, ``time/``):
+TensorBoard keys written here (besides SB3's own ``rollout/``, ``train/``, ``time/``); the metric names
+are the task family's ``log_tags`` (:data:`kai_drive.metrics.FAMILIES`):
 
-* ``drive/*``  — training episodes (last 100 finished, stochastic policy): ``success_rate``,
+* ``drive/*``  — training episodes (last 100 finished, stochastic policy). Driving: ``success_rate``,
   ``route_completion``, ``collision_rate``, ``off_road_rate``, ``lane_invasion_rate``,
-  ``lane_offset_rms_m``, ``speed_mean_mps``, ``safety_cost`` (episodic sum of ``info["cost"]``).
+  ``lane_offset_rms_m``, ``mean_speed_mps``, ``safety_cost`` (episodic sum of ``info["cost"]``). Grasp:
+  ``success_rate``, ``drops``, ``table_contacts``, ``peak_contact_force_n``, ``objects_out``,
+  ``max_lift_m``, ``safety_cost``.
 * ``eval/*``   — the same metrics on held-out road seeds with deterministic actions, plus
   ``mean_reward``, ``mean_ep_length``, ``best_success_rate``; images ``eval/chase_strip`` and
   ``eval/camera_strip`` (a few frames of the first evaluation episode).
-* ``actions/steering``, ``actions/throttle`` — histograms of the actions taken in the rollouts.
+* ``actions/steering``, ``actions/throttle`` — histograms of the actions taken in the rollouts (the first
+  two action components).
 """
 
 from __future__ import annotations
@@ -23,25 +27,25 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
+from kai_drive.metrics import FAMILIES, TaskFamily, summary_line
 from kai_drive.training import runs
 from kai_drive.training.envs import find_vec_normalize
-from kai_drive.training.evaluation import evaluate
+from kai_drive.training.evaluation import evaluate_on_roads
 
-#: episode_metrics key -> TensorBoard name (under drive/ and eval/)
-METRICS = {
-    "success": "success_rate",
-    "route_completion": "route_completion",
-    "collision": "collision_rate",
-    "off_road": "off_road_rate",
-    "lane_offset_rms_m": "lane_offset_rms_m",
-    "speed_mean_mps": "speed_mean_mps",
-    "cost": "safety_cost",
-}
 _NOT_TEXT = ("stdout", "log", "json", "csv")
 
 
-class DrivingMetricsCallback(BaseCallback):
-    """Logs ``drive/*`` from the episodes finished during rollouts, and action histograms."""
+def _family_of_venv(venv: Any) -> TaskFamily:
+    return FAMILIES[venv.env_method("task_family", indices=[0])[0]]
+
+
+def _episode_value(e: dict[str, Any], value: Any) -> float:
+    return float(value(e)) if callable(value) else float(e.get(value, 0.0))
+
+
+class EpisodeMetricsCallback(BaseCallback):
+    """Logs ``drive/*`` (the task family's metrics) from the episodes finished during rollouts, and action
+    histograms."""
 
     def __init__(self, window: int = 100, max_actions: int = 8192) -> None:
         super().__init__()
@@ -50,6 +54,10 @@ class DrivingMetricsCallback(BaseCallback):
         self._n_actions = 0
         self._max_actions = max_actions
         self._new = False
+        self._family: TaskFamily | None = None
+
+    def _on_training_start(self) -> None:
+        self._family = _family_of_venv(self.training_env)
 
     def _on_step(self) -> bool:
         infos = self.locals.get("infos", ())
@@ -76,11 +84,9 @@ class DrivingMetricsCallback(BaseCallback):
     def _record(self, min_actions: int) -> bool:
         recorded = False
         if self._new and self.episodes:
-            for key, name in METRICS.items():
-                self.logger.record(f"drive/{name}", float(np.mean([e.get(key, 0.0) for e in self.episodes])))
-            self.logger.record(
-                "drive/lane_invasion_rate", float(np.mean([e.get("lane_invasions", 0) > 0 for e in self.episodes]))
-            )
+            family = self._family or _family_of_venv(self.training_env)
+            for name, value, _ in family.log_tags:
+                self.logger.record(f"drive/{name}", float(np.mean([_episode_value(e, value) for e in self.episodes])))
             self._new = False
             recorded = True
         if self._n_actions >= min_actions and self._actions:
@@ -95,7 +101,7 @@ class DrivingMetricsCallback(BaseCallback):
         return recorded
 
 
-class EvalCallback(BaseCallback):
+class PeriodicEvalCallback(BaseCallback):
     """Every ``eval_freq`` env steps: deterministic episodes on fixed held-out road seeds.
 
     Logs ``eval/*`` (and image strips), appends to ``evaluations.json`` / ``evaluations.npz``, and keeps
@@ -149,21 +155,12 @@ class EvalCallback(BaseCallback):
             if train_vn.norm_obs:  # without norm_obs SB3 keeps no obs_rms
                 eval_vn.obs_rms = copy.deepcopy(train_vn.obs_rms)
             eval_vn.ret_rms = copy.deepcopy(train_vn.ret_rms)
-        res = evaluate(self.model, self.eval_env, self.road_seeds, frames_every=30 if self.images else 0)
+        family = _family_of_venv(self.eval_env)
+        res = evaluate_on_roads(self.model, self.eval_env, self.road_seeds, frames_every=30 if self.images else 0)
         frames = res.pop("_frames")
         per_episode = res.pop("per_episode")
-        for key, name in METRICS.items():
-            mapped = {
-                "success": "success_rate",
-                "route_completion": "route_completion_mean",
-                "collision": "collision_rate",
-                "off_road": "off_road_rate",
-                "lane_offset_rms_m": "lane_offset_rms_m",
-                "speed_mean_mps": "speed_mean_mps",
-                "cost": "safety_cost_mean",
-            }[key]
-            self.logger.record(f"eval/{name}", res[mapped])
-        self.logger.record("eval/lane_invasion_rate", res["lane_invasion_rate"])
+        for name, _, summary_key in family.log_tags:
+            self.logger.record(f"eval/{name}", res[summary_key])
         self.logger.record("eval/mean_reward", res["mean_return"])
         self.logger.record("eval/mean_ep_length", res["mean_length"])
         key = (res["success_rate"], res["mean_return"])
@@ -195,8 +192,7 @@ class EvalCallback(BaseCallback):
         if self.printer is not None:
             self.printer(
                 f"eval @ {self.num_timesteps:,} steps: success {res['successes']}/{res['episodes']}"
-                f" ({100 * res['success_rate']:.0f} %), route {100 * res['route_completion_mean']:.0f} %,"
-                f" return {res['mean_return']:.1f}, |offset| {res['lane_offset_abs_mean_m']:.2f} m"
+                f" ({100 * res['success_rate']:.0f} %), {summary_line(res, family)}"
                 f"{'  [new best]' if improved else ''}  ({res['wall_time_s']:.1f} s)"
             )
         if (
@@ -243,7 +239,7 @@ def _upscale(img: np.ndarray, height: int) -> np.ndarray:
     return np.repeat(np.repeat(img, k, axis=0), k, axis=1)
 
 
-class CheckpointCallback(BaseCallback):
+class RunCheckpointCallback(BaseCallback):
     """Every ``save_freq`` env steps: ``checkpoints/model_<steps>_steps.zip`` (+ VecNormalize stats and,
     for off-policy algorithms, the latest replay buffer), each written atomically."""
 

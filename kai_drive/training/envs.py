@@ -15,7 +15,6 @@ The stack (inner to outer): ``KaiEnv`` -> :class:`RoadSeeds` -> :class:`EpisodeM
 from __future__ import annotations
 
 import collections
-import math
 import signal
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -68,34 +67,25 @@ class RoadSeeds(gymnasium.Wrapper):
 
 
 class EpisodeMetrics(gymnasium.Wrapper):
-    """Adds ``info["episode_metrics"]`` at the last step of an episode (driving and safety metrics).
-
-    Keys: ``return``, ``length``, ``success`` (strict), ``route_completion``, ``collision``,
-    ``off_road``, ``lane_invasions``, ``lane_offset_rms_m``, ``lane_offset_abs_mean_m``,
-    ``lane_offset_abs_max_m``, ``speed_mean_mps``, ``cost`` (sum of the per-step safety cost),
-    ``road_seed``, ``truncated``. Also keeps the last observation for :meth:`last_camera`.
+    """Adds ``info["episode_metrics"]`` at the last step of an episode: the running metrics of the env's
+    task family (:class:`kai_drive.metrics.DrivingTally` / :class:`~kai_drive.metrics.GraspTally`: ``return``,
+    ``length``, ``success``, ``road_seed``, ``truncated``, ``outcome`` and the family's own, under the
+    evaluation's names). Also keeps the last observation for :meth:`last_camera`.
     """
 
     def __init__(self, env: gymnasium.Env) -> None:
         super().__init__(env)
-        self._reset_counters()
+        from kai_drive.metrics import family_of
+
+        self.family = family_of(env)
+        self._new_tally = self.family.tally
+        self._tally = self._new_tally()
         self._road_seed = -1
         self._last_obs: Any = None
 
-    def _reset_counters(self) -> None:
-        self._ret = 0.0
-        self._n = 0
-        self._off2 = 0.0
-        self._offabs = 0.0
-        self._offmax = 0.0
-        self._speed = 0.0
-        self._cost = 0.0
-        self._collision = False
-        self._off_road = False
-
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
-        self._reset_counters()
+        self._tally = self._new_tally()
         self._road_seed = int(info.get("scenario", {}).get("road_seed", -1))
         self._last_obs = obs
         return obs, info
@@ -103,35 +93,14 @@ class EpisodeMetrics(gymnasium.Wrapper):
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         self._last_obs = obs
-        off = float(info.get("lateral_offset_m", 0.0))
-        self._ret += float(reward)
-        self._n += 1
-        self._off2 += off * off
-        self._offabs += abs(off)
-        self._offmax = max(self._offmax, abs(off))
-        self._speed += float(info.get("speed_mps", 0.0))
-        self._cost += float(info.get("cost", 0.0))
-        self._collision |= bool(info.get("collision", False))
-        self._off_road |= bool(info.get("off_road", False))
+        self._tally.step(reward, info)
         if terminated or truncated:
-            n = max(self._n, 1)
-            info["episode_metrics"] = {
-                "return": self._ret,
-                "length": self._n,
-                "success": float(bool(info.get("is_success", False))),
-                "route_completion": float(info.get("route_completion", 0.0)),
-                "collision": float(self._collision),
-                "off_road": float(self._off_road),
-                "lane_invasions": int(info.get("lane_invasions", 0)),
-                "lane_offset_rms_m": math.sqrt(self._off2 / n),
-                "lane_offset_abs_mean_m": self._offabs / n,
-                "lane_offset_abs_max_m": self._offmax,
-                "speed_mean_mps": self._speed / n,
-                "cost": self._cost,
-                "road_seed": self._road_seed,
-                "truncated": bool(truncated and not terminated),
-            }
+            info["episode_metrics"] = self._tally.finish(info, terminated, truncated, self._road_seed)
         return obs, reward, terminated, truncated, info
+
+    def task_family(self) -> str:
+        """The env's task family name ("driving" / "grasp"; a method, so ``VecEnv.env_method`` reaches it)."""
+        return self.family.name
 
     def last_camera(self) -> np.ndarray | None:
         """The agent's camera image of the last observation (H, W, 3 uint8), or None without a camera."""

@@ -1,4 +1,4 @@
-"""Deterministic evaluation of a policy on given road seeds, and its summary (with a Wilson interval)."""
+"""Deterministic evaluation of a policy on given road seeds, and its summary (:func:`kai_drive.metrics.summarize_episodes`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from kai_drive.stats import wilson_interval
+from kai_drive.metrics import summarize_episodes
 
 
 def run_episodes(
@@ -68,46 +68,14 @@ def _grab(venv: Any, frames: dict[str, list[np.ndarray]], chase_size: tuple[int,
         frames["camera"].append(np.asarray(cam))
 
 
-def summarize(episodes: list[dict[str, Any]]) -> dict[str, Any]:
-    """Aggregate per-episode metrics: rates, means, and the success rate's Wilson 95 % interval."""
-    n = len(episodes)
-    if n == 0:
-        return {"episodes": 0}
-
-    def arr(key: str) -> np.ndarray:
-        return np.asarray([float(e.get(key, 0.0)) for e in episodes], dtype=np.float64)
-
-    successes = int(arr("success").sum())
-    lo, hi = wilson_interval(successes, n)
-    return {
-        "episodes": n,
-        "successes": successes,
-        "success_rate": successes / n,
-        "success_rate_ci95": [lo, hi],
-        "mean_return": float(arr("return").mean()),
-        "std_return": float(arr("return").std()),
-        "mean_length": float(arr("length").mean()),
-        "route_completion_mean": float(arr("route_completion").mean()),
-        "collision_rate": float(arr("collision").mean()),
-        "collisions": int(arr("collision").sum()),
-        "off_road_rate": float(arr("off_road").mean()),
-        "off_roads": int(arr("off_road").sum()),
-        "lane_invasion_rate": float((arr("lane_invasions") > 0).mean()),
-        "lane_invasions": int(arr("lane_invasions").sum()),
-        "lane_offset_rms_m": float(np.sqrt((arr("lane_offset_rms_m") ** 2).mean())),
-        "lane_offset_abs_mean_m": float(arr("lane_offset_abs_mean_m").mean()),
-        "lane_offset_abs_max_m": float(arr("lane_offset_abs_max_m").max()),
-        "speed_mean_mps": float(arr("speed_mean_mps").mean()),
-        "safety_cost_mean": float(arr("cost").mean()),
-        "truncation_rate": float(arr("truncated").mean()),
-    }
-
-
-def evaluate(model: Any, venv: Any, road_seeds: Sequence[int], **kwargs: Any) -> dict[str, Any]:
-    """Run and summarise; adds ``wall_time_s`` and the per-episode list."""
+def evaluate_on_roads(model: Any, venv: Any, road_seeds: Sequence[int], **kwargs: Any) -> dict[str, Any]:
+    """Run one deterministic episode per road seed and summarise them for the env's task family
+    (:func:`kai_drive.metrics.summarize_episodes`); adds ``wall_time_s``, the per-episode list
+    and ``_frames``."""
     t0 = time.perf_counter()
     episodes, frames = run_episodes(model, venv, road_seeds, **kwargs)
-    out = summarize(episodes)
+    family = venv.env_method("task_family", indices=[0])[0]
+    out = summarize_episodes(episodes, family)
     out["wall_time_s"] = time.perf_counter() - t0
     out["per_episode"] = episodes
     out["_frames"] = frames

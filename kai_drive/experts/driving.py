@@ -6,7 +6,7 @@ ahead (:meth:`kai_drive.tasks.driving.LaneKeepTask.actor_ahead`: gap and speed o
 obstacle or a pedestrian about to cross). It is an upper reference that shows a scenario is fair and
 solvable, not a learned-policy baseline. It keeps its start lane (no overtaking on the highway).
 
-    python -m kai_drive.policies.driving --env follow --episodes 50
+    python -m kai_drive.experts.driving --env follow --episodes 50
 
 prints success / collision / off-road rates over episodes with seeds ``seed .. seed + episodes - 1``.
 """
@@ -25,7 +25,7 @@ import numpy as np
 
 from kai_drive.sim.traffic import IDMParams, idm_accel
 
-__all__ = ["IDMPurePursuit", "evaluate"]
+__all__ = ["IDMPurePursuit", "scripted_driving_rates"]
 
 
 class IDMPurePursuit:
@@ -76,8 +76,8 @@ class IDMPurePursuit:
         return np.array([steer, float(np.clip(cmd, -1.0, 1.0))], dtype=np.float32)
 
 
-def evaluate(env_name: str, episodes: int = 50, seed: int = 0, sensors: bool = False) -> dict[str, Any]:
-    """Run the baseline for ``episodes`` episodes (seeds ``seed ..``); returns rates and means.
+def scripted_driving_rates(env_name: str, episodes: int = 50, seed: int = 0, sensors: bool = False) -> dict[str, Any]:
+    """Run the expert for ``episodes`` episodes (seeds ``seed ..``); returns rates and means.
     Sensors are off unless ``sensors`` (the policy does not read them; the dynamics are the same)."""
     import gymnasium
 
@@ -125,7 +125,7 @@ def evaluate(env_name: str, episodes: int = 50, seed: int = 0, sensors: bool = F
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m kai_drive.policies.driving", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m kai_drive.experts.driving", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--env", nargs="+", default=["follow"], help="env alias(es) or id(s)")
     ap.add_argument("--episodes", type=int, default=50)
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'env':22s} {'episodes':>8s} {'success':>8s} {'collision':>9s} {'off-road':>8s} {'lane-inv':>8s} "
           f"{'timeout':>8s} {'completion':>10s} {'med minTTC':>10s}  collisions")
     for name in args.env:
-        r = evaluate(name, args.episodes, args.seed, args.sensors)
+        r = scripted_driving_rates(name, args.episodes, args.seed, args.sensors)
         rows.append(r)
         print(f"{r['env']:22s} {r['episodes']:8d} {100 * r['success_rate']:7.0f}% {100 * r['collision_rate']:8.0f}% "
               f"{100 * r['off_road_rate']:7.0f}% {100 * r['lane_invasion_rate']:7.0f}% {100 * r['timeout_rate']:7.0f}% "

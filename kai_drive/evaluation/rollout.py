@@ -9,18 +9,15 @@ camera frames. Episodes are identified by their seed: ``road_seed = noise_seed =
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import gymnasium
 import numpy as np
 
-__all__ = ["Trajectory", "make_env", "rollout", "set_path", "apply_overrides", "ObsTransform",
-           "sensor_transform", "FAILURE_KEYS", "failed"]
+from kai_drive.metrics import episode_outcome
 
-#: info flags that end a driving episode as a failure
-FAILURE_KEYS = ("collision", "off_road")
+__all__ = ["Trajectory", "make_env", "rollout", "set_path", "apply_overrides", "ObsTransform", "sensor_transform"]
 
 ObsTransform = Callable[[dict, int], dict]
 
@@ -47,11 +44,10 @@ class Trajectory:
     def actions_array(self) -> np.ndarray:
         return np.asarray(self.actions, dtype=np.float64).reshape(len(self.actions), -1)
 
-
-def failed(info: dict) -> bool:
-    """A driving failure: collision, off the road, or a lane invasion that ended the episode."""
-    return bool(info.get("collision") or info.get("off_road")) or (
-        bool(info.get("lane_invasion")) and not bool(info.get("is_success")))
+    @property
+    def outcome(self) -> str:
+        """Why the episode ended (:func:`kai_drive.metrics.episode_outcome`)."""
+        return episode_outcome(self.infos[-1] if self.infos else {}, self.terminated, self.truncated, self.horizon_cut)
 
 
 def make_env(env_id: str, env_config: dict | None = None, render_mode: str | None = None) -> gymnasium.Env:
@@ -204,23 +200,3 @@ def sensor_transform(spec: dict, seed: int) -> ObsTransform:
         return out
 
     return f
-
-
-def episode_outcome(traj: Trajectory) -> str:
-    """``success`` / ``collision:<kind>`` / ``off_road`` / ``lane_invasion`` / ``timeout`` / ``horizon``."""
-    last = traj.infos[-1] if traj.infos else {}
-    if last.get("is_success"):
-        return "success"
-    if last.get("collision"):
-        return f"collision:{last.get('collision_with') or 'static'}"
-    if last.get("off_road"):
-        return "off_road"
-    if last.get("lane_invasion") and traj.terminated:
-        return "lane_invasion"
-    if traj.horizon_cut:
-        return "horizon"
-    return "timeout" if traj.truncated else ("done" if traj.terminated else "running")
-
-
-def finite_or_nan(x: float) -> float:
-    return float(x) if math.isfinite(float(x)) else math.nan

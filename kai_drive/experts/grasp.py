@@ -2,8 +2,8 @@
 
 It proves the env is solvable and produces demonstrations::
 
-    python -m kai_drive.policies.grasp --episodes 100 --split train
-    python -m kai_drive.policies.grasp --episodes 100 --split test --demos demos_test.npz
+    python -m kai_drive.experts.grasp --episodes 100 --split train
+    python -m kai_drive.experts.grasp --episodes 100 --split test --demos demos_test.npz
 
 Per episode: pick the object whose top is highest (ties: nearest the gripper), find the yaw at which
 its points (world frame, from the simulator) are narrowest across the fingers, move above it, rotate,
@@ -28,7 +28,7 @@ import numpy as np
 
 from kai_drive.stats import wilson_interval
 
-__all__ = ["ScriptedGraspPolicy", "wilson_interval", "run_episodes"]
+__all__ = ["ScriptedGraspPolicy", "run_episodes", "grasp_for", "grasp_near"]
 
 
 
@@ -213,7 +213,7 @@ class ScriptedGraspPolicy:
         return a
 
 
-def run_episodes(
+def run_episodes(  # long: one loop over episodes that also records the demonstrations, step by step
     episodes: int,
     split: str = "train",
     seed: int = 0,
@@ -280,7 +280,7 @@ def run_episodes(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m kai_drive.policies.grasp", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m kai_drive.experts.grasp", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--episodes", type=int, default=100)
     ap.add_argument("--split", choices=("train", "validation", "test"), default="train")
