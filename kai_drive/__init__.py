@@ -4,15 +4,15 @@
 
 from __future__ import annotations
 
+import gymnasium
+
+from kai_drive.catalog import env_ids
+
 __version__ = "0.1.0"
 
 
 def register_envs() -> list[str]:
     """Register every env of the ``envs/`` catalogue with gymnasium; returns the ids. Idempotent."""
-    import gymnasium
-
-    from kai_drive.catalog import env_ids
-
     registered = []
     for env_id, alias in env_ids().items():
         if env_id not in gymnasium.registry:

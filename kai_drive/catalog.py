@@ -11,7 +11,8 @@ import difflib
 import functools
 from pathlib import Path
 
-from kai_drive.specs import SpecError, read_yaml
+from kai_drive.config import SpecError, read_yaml
+from kai_drive.tasks import REGISTRY
 
 _PKG = Path(__file__).resolve().parent
 KINDS = ("envs", "agents", "configs")
@@ -87,9 +88,7 @@ def task_family(name: str) -> str:
 
     Read from the env YAML's ``task.kind`` and the task class's ``family``: the upper floors (metrics,
     experts, evaluation) dispatch on this, never on the env's name."""
-    from kai_drive.tasks import TASKS  # tasks build scenes; imported only when a family is asked for
-
     kind = (read_yaml(env_yaml(name)).get("task") or {}).get("kind", "lane_keep")
-    if kind not in TASKS:
-        raise SpecError(f"{env_yaml(name)}: task.kind: unknown task kind {kind!r}; known: {sorted(TASKS)}")
-    return TASKS[kind].family
+    if kind not in REGISTRY:
+        raise SpecError(f"{env_yaml(name)}: task.kind: unknown task kind {kind!r}; known: {sorted(REGISTRY)}")
+    return REGISTRY[kind].task_cls.family

@@ -15,15 +15,15 @@ from typing import Any, Mapping
 
 import gymnasium
 import numpy as np
-import pybullet
 from gymnasium import spaces
 
 from kai_drive.catalog import env_yaml
-from kai_drive.sensors import Camera, Lidar, Proprioception
+from kai_drive.sensors import build_sensors
 from kai_drive.sensors.camera import full_light
-from kai_drive.specs import EnvSpec, load_env_spec
+from kai_drive.sim.bullet import pybullet
 from kai_drive.sim.world import World
-from kai_drive.tasks import TASKS
+from kai_drive.specs import EnvSpec, load_env_spec
+from kai_drive.tasks import REGISTRY
 
 _SEED_HIGH = 2**31 - 1
 
@@ -85,14 +85,8 @@ class KaiEnv(gymnasium.Env):
         )
         # the renderer that makes the pixels ("tiny", "egl" or "opengl"), resolved from world.renderer
         self.metadata = dict(self.metadata, render_fps=s.world.control_hz, renderer=self.world.renderer_name)
-        self.task = TASKS[s.task.kind](s)
-        self.sensors: list = []
-        if s.sensors.camera.enabled:
-            self.sensors.append(Camera(s.sensors.camera))
-        if s.sensors.lidar.enabled:
-            self.sensors.append(Lidar(s.sensors.lidar))
-        if s.sensors.state.enabled:
-            self.sensors.append(Proprioception(s.sensors.state, self.task.PROPRIO_FIELDS))
+        self.task = REGISTRY[s.task.kind].task_cls(s)
+        self.sensors = build_sensors(s.sensors, self.task)
         if not self.sensors:
             raise ValueError("config: sensors: every sensor is disabled; enable at least one")
         entries: dict[str, spaces.Space] = {}
@@ -120,8 +114,7 @@ class KaiEnv(gymnasium.Env):
         overrides = dict(options.get("scenario") or {})
         if not isinstance(options.get("scenario") or {}, Mapping):
             raise ValueError("reset(options={'scenario': ...}) must be a dict of scenario factors")
-        realise = getattr(self.task, "realise", None)
-        if overrides and realise is None:
+        if overrides and not self.task.has_scenario:
             raise ValueError(f"task {self.spec_data.task.kind!r} has no scenario factors; drop options['scenario']")
         road_seed = options.get("road_seed", overrides.pop("road_seed", None))
         noise_seed = options.get("noise_seed", overrides.pop("noise_seed", None))
@@ -132,8 +125,8 @@ class KaiEnv(gymnasium.Env):
         self._noise_rng = np.random.default_rng(noise_seed)
 
         self.world.reset()
-        if realise is not None:
-            record = realise(road_seed, noise_seed, overrides)  # validated before anything is built
+        if self.task.has_scenario:
+            record = self.task.realise(road_seed, noise_seed, overrides)  # validated before anything is built
             self.task.build_scenario(self.world, record)
             self.scenario = record.model_dump(mode="json")
             self._apply_scene(record)
@@ -164,17 +157,9 @@ class KaiEnv(gymnasium.Env):
             )
         self._light = full_light(None if light is None else light.camera_kwargs())
         noise = getattr(record, "sensor_noise", None)
-        for i, sensor in enumerate(self.sensors):
-            base = self._sensor_specs[i]
-            if isinstance(sensor, Camera):
-                sensor.set_light(self._light)
-                upd = {"noise_std": noise.camera_noise_std, "dropout": noise.camera_dropout} if noise else {}
-            elif isinstance(sensor, Lidar):
-                upd = {"noise_std": noise.lidar_noise_std, "dropout": noise.lidar_dropout} if noise else {}
-            elif isinstance(sensor, Proprioception):
-                upd = {"noise_std": noise.state_noise_std} if noise else {}
-            else:
-                upd = {}
+        for sensor, base in zip(self.sensors, self._sensor_specs):
+            sensor.set_light(self._light)
+            upd = sensor.noise_update(noise) if noise else {}
             sensor.spec = base.model_copy(update=upd) if upd else base
 
     # -- save / restore (branching rollouts) --------------------------------------------------------
@@ -182,7 +167,7 @@ class KaiEnv(gymnasium.Env):
         """Snapshot the whole env mid-episode; :meth:`restore_state` brings it back bit-identically."""
         if not hasattr(self, "_ego"):
             raise gymnasium.error.ResetNeeded("call reset() before save_state()")
-        task_state = self.task.save_state() if hasattr(self.task, "save_state") else None
+        task_state = self.task.save_state()  # None when the task keeps nothing outside PyBullet
         return EnvState(
             bullet_state=self.world.save_state(),
             task_state=task_state,

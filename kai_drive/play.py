@@ -17,7 +17,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from kai_drive.files import read_yaml_mapping
+from kai_drive.config import read_yaml_mapping
 
 EPILOG = """\
 examples:

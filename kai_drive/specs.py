@@ -5,33 +5,29 @@ An env is defined by one YAML file in ``envs/`` (see :mod:`kai_drive.catalog`). 
 validated by the pydantic models below. Unknown keys and bad values raise :class:`SpecError`, whose
 message names the file and the dotted key, e.g. ``envs/lane-keep.yaml: sensors.camera.width: ...``.
 
+Each task's spec (the ``task:`` section) lives beside its code and is found through the task registry
+(:mod:`kai_drive.tasks.base`); the base model, :class:`SpecError` and YAML reading are in
+:mod:`kai_drive.config`.
+
 Units are SI throughout (m, s, m/s, rad); field names carry the unit where it is not obvious.
 """
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from kai_drive.config import SpecError, StrictModel, deep_merge, dotted_to_nested, format_validation_error, read_yaml
 from kai_drive.sim.scenario import ScenarioSpec
-
-
-class SpecError(ValueError):
-    """A spec file or an override is invalid; the message names the source and the key."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from kai_drive.tasks import REGISTRY, LaneKeepTaskSpec
 
 
 # ---------------------------------------------------------------------------------------------
 # world, road, vehicle
 # ---------------------------------------------------------------------------------------------
-class WorldSpec(_Strict):
+class WorldSpec(StrictModel):
     physics_hz: int = Field(240, ge=60, le=2000, description="fixed physics step rate, Hz")
     control_hz: int = Field(20, ge=1, le=240, description="agent control rate, Hz")
     gravity_mps2: float = 9.81
@@ -46,7 +42,7 @@ class WorldSpec(_Strict):
         return self
 
 
-class RoadSpec(_Strict):
+class RoadSpec(StrictModel):
     length_m: tuple[float, float] = Field((200.0, 260.0), description="route length range, m")
     max_curvature: float = Field(1 / 45, gt=0, le=0.2, description="largest curvature, 1/m")
     min_straight_m: float = Field(15.0, ge=0)
@@ -63,7 +59,7 @@ class RoadSpec(_Strict):
         return self
 
 
-class VehicleSpec(_Strict):
+class VehicleSpec(StrictModel):
     mass_kg: float = Field(1500.0, gt=100, le=5000)
     max_steer_rad: float = Field(0.6, gt=0, le=1.0)
     max_steer_rate_radps: float = Field(1.0, gt=0, le=10.0)
@@ -74,7 +70,7 @@ class VehicleSpec(_Strict):
 # ---------------------------------------------------------------------------------------------
 # sensors
 # ---------------------------------------------------------------------------------------------
-class CameraSpec(_Strict):
+class CameraSpec(StrictModel):
     enabled: bool = True
     width: int = Field(64, ge=8, le=1024)
     height: int = Field(64, ge=8, le=1024)
@@ -90,7 +86,7 @@ class CameraSpec(_Strict):
     dropout: float = Field(0.0, ge=0, le=1, description="probability a frame is black")
 
 
-class LidarSpec(_Strict):
+class LidarSpec(StrictModel):
     enabled: bool = True
     beams: int = Field(64, ge=1, le=4096)
     fov_deg: float = Field(360.0, gt=0, le=360)
@@ -100,81 +96,25 @@ class LidarSpec(_Strict):
     dropout: float = Field(0.0, ge=0, le=1, description="probability a beam returns no hit (1.0)")
 
 
-class StateSpec(_Strict):
+class StateSpec(StrictModel):
     enabled: bool = True
     noise_std: float = Field(0.0, ge=0, description="Gaussian noise, in each quantity's own unit")
 
 
-class SensorsSpec(_Strict):
+class SensorsSpec(StrictModel):
     camera: CameraSpec = CameraSpec()
     lidar: LidarSpec = LidarSpec()
     state: StateSpec = StateSpec()
 
 
-# ---------------------------------------------------------------------------------------------
-# task
-# ---------------------------------------------------------------------------------------------
-class RewardSpec(_Strict):
-    progress: float = Field(0.1, description="per metre travelled along the lane")
-    lateral: float = Field(0.3, description="times (lane offset / lane half free width)^2, per step")
-    heading: float = Field(0.5, description="times heading error^2 (rad^2), per step")
-    speed: float = Field(0.05, description="times (speed above target / target), per step")
-    slow: float = Field(
-        0.0, description="times (speed below target / target), per step; 0 = off. Training-time shaping "
-        "against the 'stop trap' (standing still until the time limit)"
-    )
-    steer_rate: float = Field(0.05, description="times (steering change per step, in action units)^2")
-    jerk: float = Field(0.0005, description="times longitudinal jerk^2 (m/s^3)^2, per step")
-    collision: float = Field(10.0, description="terminal penalty")
-    off_road: float = Field(10.0, description="terminal penalty")
-    lane_invasion: float = Field(5.0, description="penalty when the body first crosses its lane edge")
-    success: float = Field(5.0, description="bonus for completing the route")
-    unsafe_ttc: float = Field(0.0, description="per step while time-to-collision < task.ttc_threshold_s (drive tasks)")
-
-
-class LaneKeepTaskSpec(_Strict):
-    kind: Literal["lane_keep"] = "lane_keep"
-    ego_lane: int = Field(0, ge=0, description="0 = rightmost lane")
-    start_s_m: float = Field(8.0, ge=0)
-    finish_margin_m: float = Field(10.0, ge=0, description="route is complete this far before its end")
-    start_speed_mps: tuple[float, float] = (6.0, 10.0)
-    start_offset_m: float = Field(0.3, ge=0, description="random lateral start offset, +-")
-    start_heading_rad: float = Field(0.05, ge=0, description="random start heading error, +-")
-    target_speed_mps: float = Field(12.0, gt=0)
-    time_limit_s: float = Field(45.0, gt=0)
-    terminate_on_lane_invasion: bool = True
-    reward: RewardSpec = RewardSpec()
-
-
-class DriveTaskSpec(LaneKeepTaskSpec):
-    """Driving in traffic: lane keeping's keys plus lane changes and a time-to-collision threshold."""
-
-    kind: Literal["drive"] = "drive"
-    lane_changes: bool = Field(False, description="lane = nearest lane; crossing lane lines neither ends nor fails the episode")
-    ttc_threshold_s: float = Field(2.0, ge=0, description="reward.unsafe_ttc applies while ttc_s is below this")
-
-
-#: task kind -> spec model of its ``task:`` section. A new task registers its model here
-#: (``register_task_spec``) before its env YAMLs are loaded.
-TASK_SPECS: dict[str, type[BaseModel]] = {"lane_keep": LaneKeepTaskSpec, "drive": DriveTaskSpec}
-
-#: kept for backwards compatibility: the lane-keeping task's spec
-TaskSpec = LaneKeepTaskSpec
-
-
-def register_task_spec(kind: str, model: type[BaseModel]) -> None:
-    """Make ``task: {kind: <kind>, ...}`` validate against ``model``."""
-    TASK_SPECS[kind] = model
-
-
-class RenderSpec(_Strict):
+class RenderSpec(StrictModel):
     width: int = Field(320, ge=16, le=2048)
     height: int = Field(240, ge=16, le=2048)
     distance_m: float = Field(9.0, gt=0)
     height_m: float = Field(3.5, gt=0)
 
 
-class EnvSpec(_Strict):
+class EnvSpec(StrictModel):
     """Everything that defines one catalogue env (one YAML file in envs/)."""
 
     id: str = Field(..., pattern=r"^KaiDrive/[A-Za-z0-9]+-v\d+$")
@@ -184,7 +124,7 @@ class EnvSpec(_Strict):
     road: RoadSpec = RoadSpec()  # driving tasks
     vehicle: VehicleSpec = VehicleSpec()  # driving tasks
     sensors: SensorsSpec = SensorsSpec()
-    task: Any = Field(default_factory=LaneKeepTaskSpec, description="validated by TASK_SPECS[task.kind]")
+    task: Any = Field(default_factory=LaneKeepTaskSpec, description="validated by the spec model of REGISTRY[task.kind]")
     render: RenderSpec = RenderSpec()
     scenario: ScenarioSpec = Field(default_factory=ScenarioSpec, description="scenario factor distributions (driving tasks)")
 
@@ -196,11 +136,9 @@ class EnvSpec(_Strict):
         if not isinstance(value, Mapping):
             raise ValueError("must be a mapping with a 'kind' key")
         kind = value.get("kind", "lane_keep")
-        if kind not in TASK_SPECS:  # the built-in task modules register their specs when imported
-            import kai_drive.tasks  # noqa: F401
-        if kind not in TASK_SPECS:
-            raise ValueError(f"kind: unknown task kind {kind!r}; known: {sorted(TASK_SPECS)}")
-        return TASK_SPECS[kind].model_validate(dict(value))
+        if kind not in REGISTRY:
+            raise ValueError(f"kind: unknown task kind {kind!r}; known: {sorted(REGISTRY)}")
+        return REGISTRY[kind].spec_model.model_validate(dict(value))
 
     @model_validator(mode="after")
     def _lane_exists(self) -> "EnvSpec":
@@ -213,56 +151,6 @@ class EnvSpec(_Strict):
 # ---------------------------------------------------------------------------------------------
 # loading and overrides
 # ---------------------------------------------------------------------------------------------
-def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """Recursively merge ``override`` into a copy of ``base`` (dicts merge, everything else replaces)."""
-    out = copy.deepcopy(dict(base))
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def dotted_to_nested(pairs: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"sensors.camera.width": 96}`` -> ``{"sensors": {"camera": {"width": 96}}}``."""
-    out: dict[str, Any] = {}
-    for key, value in pairs.items():
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return out
-
-
-def format_validation_error(source: str, err: ValidationError,
-                            unknown_hint: str = "see envs/*.yaml for the valid keys") -> str:
-    """One line per error: ``source: dotted.key: message`` (an unknown key says so, with ``unknown_hint``)."""
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = f"unknown key (check the spelling; {unknown_hint})"
-        elif msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
-        lines.append(f"{source}: {loc}: {msg}")
-    return "\n".join(lines)
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML: {exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise SpecError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    return data
-
-
 def validate_env_spec(data: Mapping[str, Any], source: str) -> EnvSpec:
     try:
         return EnvSpec.model_validate(dict(data))

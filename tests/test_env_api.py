@@ -10,7 +10,7 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 
 import kai_drive  # noqa: F401
 from kai_drive.catalog import UnknownEnvError, env_ids, resolve_env
-from kai_drive.specs import SpecError
+from kai_drive.config import SpecError
 
 
 def test_every_catalogue_env_is_registered(env_id):
@@ -196,3 +196,15 @@ def test_async_vector_env_workers(env_id):
         obs, *_ = vec.step(np.zeros((2,) + vec.single_action_space.shape, np.float32))
     finally:
         vec.close()
+
+
+def test_task_registry_contract():
+    """Each task kind registers its class (a Task, of a known family) with the spec model of its section."""
+    from kai_drive.catalog import task_family
+    from kai_drive.tasks import FAMILIES, REGISTRY, Task
+
+    assert {"lane_keep", "drive", "grasp"} <= set(REGISTRY)
+    for kind, entry in REGISTRY.items():
+        assert issubclass(entry.task_cls, Task) and entry.task_cls.family in FAMILIES
+        assert entry.spec_model().kind == kind
+    assert task_family("lane-keep") == "driving" and task_family("grasp") == "grasp"

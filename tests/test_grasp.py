@@ -12,10 +12,11 @@ import pytest
 from pybullet_utils.bullet_client import BulletClient
 
 import kai_drive  # noqa: F401
-from kai_drive.policies.grasp import ScriptedGraspPolicy, grasp_for, run_episodes, wilson_interval
+from kai_drive.experts.grasp import ScriptedGraspPolicy, grasp_for, run_episodes
 from kai_drive.sim.arm import PandaArm
 from kai_drive.sim.objects import SPLITS, model_names
-from kai_drive.specs import SpecError
+from kai_drive.config import SpecError
+from kai_drive.stats import wilson_interval
 from kai_drive.tasks.grasping import FLOOR_Z, OBJECT_SPLITS, object_models
 
 ENV = "KaiDrive/Grasp-v0"

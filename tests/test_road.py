@@ -1,4 +1,5 @@
-"""Tests of kai_drive.sim.road: reference-line geometry, random routes and the PyBullet road bodies."""
+"""Tests of kai_drive.sim.route (reference-line geometry, random routes) and kai_drive.sim.road (the PyBullet
+road bodies)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pybullet
 import pytest
 from pybullet_utils.bullet_client import BulletClient
 
-from kai_drive.sim.road import RoadLayout, Route, Segment, build_road, wrap_angle
+from kai_drive.sim.road import build_road
+from kai_drive.sim.route import RoadLayout, Route, Segment, wrap_angle
 
 BODY_NAMES = {"ground", "road", "markings", "barrier_left", "barrier_right"}
 

@@ -107,3 +107,16 @@ def test_corruption_models_are_seeded_and_bounded():
     n = corruption.range_noise(r, 0.7, rng())
     assert n.min() >= 0.0 and n.max() <= 1.0
     assert corruption.image_noise(img, 0.0, rng()) is img  # off by default: untouched
+
+
+def test_every_sensor_section_has_a_registered_sensor():
+    """The env builds sensors from the registry, in the order of the ``sensors:`` fields (= observation
+    order); each sensor declares its noise factors and what a lost reading is."""
+    from kai_drive.sensors import SENSORS, missing_value
+    from kai_drive.specs import SensorsSpec
+
+    assert list(SENSORS) == list(SensorsSpec.model_fields) == ["camera", "lidar", "state"]
+    assert (SENSORS["camera"], SENSORS["lidar"], SENSORS["state"]) == (Camera, Lidar, Proprioception)
+    assert missing_value("camera") == 0.0 and missing_value("lidar") == 1.0 and missing_value("state") == 0.0
+    with pytest.raises(KeyError):
+        missing_value("sonar")

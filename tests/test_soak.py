@@ -22,7 +22,8 @@ import pytest
 from pybullet_utils.bullet_client import BulletClient
 
 import kai_drive  # noqa: F401  (registers the envs)
-from kai_drive.sim.road import RoadLayout, Route, build_road
+from kai_drive.sim.road import build_road
+from kai_drive.sim.route import RoadLayout, Route
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "soak.py"
 

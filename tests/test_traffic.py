@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pybullet_utils.bullet_client import BulletClient
 
-from kai_drive.sim.road import RoadLayout, Route, Segment
+from kai_drive.sim.route import RoadLayout, Route, Segment
 from kai_drive.sim.traffic import Actor, IDMParams, Traffic, create_box_body, idm_accel
 
 

@@ -79,3 +79,19 @@ def test_worlds_are_independent_and_save_restore_is_exact():
 def test_unknown_renderer_is_an_error():
     with pytest.raises(ValueError, match="renderer"):
         World(renderer="vulkan")
+
+
+def test_banner_filter_keeps_other_output_and_errors(capfd):
+    """kai_drive.sim.bullet drops PyBullet's two banner lines only: other C-level output comes back and
+    exceptions propagate."""
+    import os
+
+    from kai_drive.sim.bullet import without_banner
+
+    with pytest.raises(ValueError, match="boom"):
+        with without_banner((1, 2)):
+            os.write(1, b"pybullet build time: Jan 1 2025\nkept on stdout\n")
+            os.write(2, b"argv[0]=\nkept on stderr\n")
+            raise ValueError("boom")
+    out, err = capfd.readouterr()
+    assert out == "kept on stdout\n" and err == "kept on stderr\n"

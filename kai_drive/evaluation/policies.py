@@ -268,7 +268,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "final") -> tuple[SB3Policy,
     The model ``.zip`` and VecNormalize ``.pkl`` are pickles: loading a run folder runs code from it, so
     load only runs you trust.
     """
-    from kai_drive.files import read_yaml_mapping
+    from kai_drive.config import read_yaml_mapping
     from kai_drive.training.recipe import env_config_for
     from kai_drive.training.runs import check_run_renderer
 

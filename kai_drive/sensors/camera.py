@@ -6,11 +6,11 @@ import math
 from typing import Any
 
 import numpy as np
-import pybullet
 from gymnasium import spaces
 
 from kai_drive.sensors import corruption
-from kai_drive.sensors.base import Mount
+from kai_drive.sensors.base import Mount, Sensor, register_sensor
+from kai_drive.sim.bullet import pybullet
 
 #: semantic classes of the "segmentation" observation; a body's class is its ``World.kinds`` entry.
 SEG_CLASSES: dict[str, int] = {
@@ -54,14 +54,21 @@ def full_light(light: dict | None = None) -> dict:
     return {**RENDERER_DEFAULT_LIGHT, **light}
 
 
-class Camera:
-    """Camera mounted on the ego body.
+@register_sensor
+class Camera(Sensor):
+    """Camera mounted on the ego body (spec section ``sensors.camera``).
 
     Args:
         spec: a :class:`kai_drive.specs.CameraSpec` (size, vertical FOV, mount position in the car frame
             with z above the ground, pitch, near/far planes, optional depth/segmentation, noise).
         name: observation key of the RGB image; depth and segmentation use "depth" / "segmentation".
+
+    A lost frame is black (0); lost depth and segmentation are 0 too.
     """
+
+    key = "camera"
+    noise_factors = {"camera_noise_std": "noise_std", "camera_dropout": "dropout"}
+    missing = {"camera": 0.0, "depth": 0.0, "segmentation": 0.0}
 
     def __init__(self, spec: Any, name: str = "camera") -> None:
         self.spec = spec

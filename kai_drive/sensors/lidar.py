@@ -9,17 +9,22 @@ import numpy as np
 from gymnasium import spaces
 
 from kai_drive.sensors import corruption
-from kai_drive.sensors.base import Mount
+from kai_drive.sensors.base import Mount, Sensor, register_sensor
 from kai_drive.sim.world import RAY_MASK_WITHOUT_EGO
 
 
-class Lidar:
+@register_sensor
+class Lidar(Sensor):
     """Beams spread evenly over ``fov_deg`` around the car's forward axis, in the car's horizontal plane.
 
     Beam ``i`` points at azimuth ``angles[i]`` (rad, 0 = forward, + = left). A reading is
     ``distance / range_m`` in [0, 1]; 1.0 means nothing within range. The ego vehicle is invisible to
-    its own lidar (collision-group mask).
+    its own lidar (collision-group mask). Spec section ``sensors.lidar``; a lost beam reads 1.0.
     """
+
+    key = "lidar"
+    noise_factors = {"lidar_noise_std": "noise_std", "lidar_dropout": "dropout"}
+    missing = {"lidar": 1.0}
 
     def __init__(self, spec: Any, name: str = "lidar") -> None:
         self.spec = spec
@@ -34,9 +39,6 @@ class Lidar:
 
     def spaces(self) -> dict[str, spaces.Space]:
         return {self.name: spaces.Box(0.0, 1.0, (self.spec.beams,), np.float32)}
-
-    def reset(self, world: Any, ego: Any) -> None:
-        pass
 
     def rays(self, mount: Mount) -> tuple[list, list]:
         origin = mount.to_world(self._offset)

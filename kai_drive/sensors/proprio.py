@@ -8,17 +8,27 @@ import numpy as np
 from gymnasium import spaces
 
 from kai_drive.sensors import corruption
-from kai_drive.sensors.base import Mount
+from kai_drive.sensors.base import Mount, Sensor, register_sensor
 
 
-
-class Proprioception:
+@register_sensor
+class Proprioception(Sensor):
     """The "state" vector: what the robot knows about itself (float32, SI units).
 
     The robot (the task's ``ego``: a car, an arm) says what that is: it has ``PROPRIO_FIELDS`` (names
     with units, in order) and ``proprioception() -> np.ndarray``. For the car see
-    :data:`kai_drive.sim.vehicle.Vehicle.PROPRIO_FIELDS`.
+    :data:`kai_drive.sim.vehicle.Vehicle.PROPRIO_FIELDS`. Spec section ``sensors.state``; a lost
+    reading is 0.
     """
+
+    key = "state"
+    noise_factors = {"state_noise_std": "noise_std"}
+    missing = {"state": 0.0}
+
+    @classmethod
+    def from_spec(cls, spec: Any, task: Any) -> "Proprioception":
+        """The task's robot declares the fields (``task.PROPRIO_FIELDS``)."""
+        return cls(spec, task.PROPRIO_FIELDS)
 
     def __init__(self, spec: Any, fields: tuple[str, ...], name: str = "state") -> None:
         self.spec = spec

@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pybullet
 import pybullet_data
+
+from kai_drive.sim.bullet import pybullet
 
 __all__ = ["ArmParams", "PandaArm", "light_panda_urdf", "down_quaternion"]
 

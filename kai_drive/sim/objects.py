@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pybullet
 import pybullet_data
+
+from kai_drive.sim.bullet import pybullet
 
 __all__ = ["SPLITS", "ObjectModel", "Spawned", "model_names", "load_model", "spawn_object", "object_points"]
 

@@ -27,6 +27,7 @@ from typing import Any, Literal, Mapping
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from kai_drive.config import StrictModel
 from kai_drive.sim.road import DEFAULT_COLORS
 
 __all__ = [
@@ -195,17 +196,13 @@ IntRange = int | tuple[int, int]
 ColorRange = RGBA | tuple[RGBA, RGBA]
 
 
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 def _check_range(v):
     if isinstance(v, tuple) and len(v) == 2 and not isinstance(v[0], tuple) and v[0] > v[1]:
         raise ValueError(f"range [low, high] needs low <= high, got {list(v)}")
     return v
 
 
-class _RangeChecked(_Spec):
+class _RangeChecked(StrictModel):
     @field_validator("*")
     @classmethod
     def _ranges(cls, v):
@@ -255,7 +252,7 @@ class LightSpec(_RangeChecked):
     shadow: bool = False
 
 
-class ColorsSpec(_Spec):
+class ColorsSpec(StrictModel):
     ground: ColorRange = DEFAULT_COLORS["ground"]
     road: ColorRange = DEFAULT_COLORS["road"]
     marking: ColorRange = DEFAULT_COLORS["marking"]
@@ -279,7 +276,7 @@ class SensorNoiseSpec(_RangeChecked):
     state_noise_std: Range | None = None
 
 
-class ScenarioSpec(_Spec):
+class ScenarioSpec(StrictModel):
     traffic: TrafficSpec = TrafficSpec()
     lead: LeadSpec = LeadSpec()
     obstacles: ObstacleSpec = ObstacleSpec()
@@ -318,20 +315,16 @@ def _color(rng: np.random.Generator, r) -> RGBA:
     return tuple(float(v) for v in r)
 
 
-def draw_factors(spec: ScenarioSpec, road_seed: int, *, n_lanes: int, lane_width_m: float, ego_lane: int,
-                 start_s_m: float, ego_start: Mapping[str, Any], sensors: Any) -> dict[str, Any]:
-    """Draw every non-road factor from its own stream. ``ego_start`` holds the start ranges of the task:
-    ``start_offset_m`` (+-), ``start_heading_rad`` (+-), ``start_speed_mps`` ([lo, hi])."""
-    out: dict[str, Any] = {}
-    # ego start
-    rng = factor_rng(road_seed, "ego")
-    out["start_offset_m"] = float(rng.uniform(-ego_start["start_offset_m"], ego_start["start_offset_m"]))
-    out["start_heading_rad"] = float(rng.uniform(-ego_start["start_heading_rad"], ego_start["start_heading_rad"]))
-    out["start_speed_mps"] = float(rng.uniform(*ego_start["start_speed_mps"]))
+def _draw_ego(rng: np.random.Generator, ego_start: Mapping[str, Any]) -> dict[str, float]:
+    return {
+        "start_offset_m": float(rng.uniform(-ego_start["start_offset_m"], ego_start["start_offset_m"])),
+        "start_heading_rad": float(rng.uniform(-ego_start["start_heading_rad"], ego_start["start_heading_rad"])),
+        "start_speed_mps": float(rng.uniform(*ego_start["start_speed_mps"])),
+    }
 
-    # traffic: per lane, cars spaced by spacing_m; the ego's lane fills from just ahead of the ego
-    rng = factor_rng(road_seed, "traffic")
-    t = spec.traffic
+
+def _draw_traffic(rng: np.random.Generator, t: TrafficSpec, n_lanes: int, ego_lane: int, start_s_m: float) -> list[dict]:
+    """Per lane, cars spaced by ``spacing_m``; the ego's lane fills from just ahead of the ego."""
     n = _i(rng, t.count)
     front = {lane: (start_s_m + 5.0 if lane == ego_lane else start_s_m - t.behind_m) for lane in range(n_lanes)}
     cars = []
@@ -343,10 +336,10 @@ def draw_factors(spec: ScenarioSpec, road_seed: int, *, n_lanes: int, lane_width
         hue = rng.random(3)
         cars.append({"lane": lane, "s_m": s, "speed_mps": v, "desired_speed_mps": max(v, 0.1),
                      "color": (0.3 + 0.6 * float(hue[0]), 0.2 + 0.3 * float(hue[1]), 0.2 + 0.3 * float(hue[2]), 1.0)})
-    out["traffic"] = cars
+    return cars
 
-    rng = factor_rng(road_seed, "lead")
-    ld = spec.lead
+
+def _draw_lead(rng: np.random.Generator, ld: LeadSpec) -> dict | None:
     lead = {
         "gap_m": _u(rng, ld.gap_m), "speed_mps": _u(rng, ld.speed_mps),
         "speed_amplitude_mps": _u(rng, ld.speed_amplitude_mps), "speed_period_s": _u(rng, ld.speed_period_s),
@@ -354,10 +347,11 @@ def draw_factors(spec: ScenarioSpec, road_seed: int, *, n_lanes: int, lane_width
         "brake_at_s": _u(rng, ld.brake_at_s) if ld.brake_at_s is not None else None,
         "brake_decel_mps2": _u(rng, ld.brake_decel_mps2), "brake_duration_s": _u(rng, ld.brake_duration_s),
     }
-    out["lead"] = lead if ld.enabled else None
+    return lead if ld.enabled else None
 
-    rng = factor_rng(road_seed, "obstacles")
-    o = spec.obstacles
+
+def _draw_obstacles(rng: np.random.Generator, o: ObstacleSpec, n_lanes: int, lane_width_m: float,
+                    start_s_m: float) -> list[dict]:
     obs = []
     for _ in range(_i(rng, o.count)):
         lane = int(rng.integers(n_lanes))
@@ -366,18 +360,18 @@ def draw_factors(spec: ScenarioSpec, road_seed: int, *, n_lanes: int, lane_width
         d = (lane + 0.5 - 0.5 * n_lanes) * lane_width_m + float(rng.uniform(-jit, jit))
         obs.append({"s_m": start_s_m + _u(rng, o.s_ahead_m), "d_m": d,
                     "size_m": (size, size, size), "yaw_rad": float(rng.uniform(-0.5, 0.5))})
-    out["obstacles"] = obs
+    return obs
 
-    rng = factor_rng(road_seed, "pedestrians")
-    p = spec.pedestrians
+
+def _draw_pedestrians(rng: np.random.Generator, p: PedestrianSpec, start_s_m: float) -> list[dict]:
     peds = []
     for _ in range(_i(rng, p.count)):
         peds.append({"s_m": start_s_m + _u(rng, p.s_ahead_m), "side": int(1 if rng.random() < 0.5 else -1),
                      "speed_mps": _u(rng, p.speed_mps), "trigger_distance_m": _u(rng, p.trigger_distance_m)})
-    out["pedestrians"] = sorted(peds, key=lambda q: q["s_m"])
+    return sorted(peds, key=lambda q: q["s_m"])
 
-    rng = factor_rng(road_seed, "light")
-    li = spec.light
+
+def _draw_light(rng: np.random.Generator, li: LightSpec) -> dict:
     az, el = _u(rng, li.azimuth_deg or 0.0), _u(rng, li.elevation_deg or 0.0)
     if li.azimuth_deg is None and li.elevation_deg is None:
         direction = DEFAULT_LIGHT_DIRECTION
@@ -387,41 +381,41 @@ def draw_factors(spec: ScenarioSpec, road_seed: int, *, n_lanes: int, lane_width
         el = el if li.elevation_deg is not None else math.degrees(math.atan2(d0[2], math.hypot(d0[0], d0[1])))
         a, e = math.radians(az), math.radians(el)
         direction = (math.cos(e) * math.cos(a), math.cos(e) * math.sin(a), math.sin(e))
-    out["light"] = {
+    return {
         "direction": direction, "color": tuple(_u(rng, c) for c in li.color), "intensity": _u(rng, li.intensity),
         "ambient": _u(rng, li.ambient), "diffuse": _u(rng, li.diffuse), "specular": _u(rng, li.specular),
         "shadow": li.shadow,
     }
 
-    rng = factor_rng(road_seed, "colors")
-    c = spec.colors
-    out["colors"] = {k: _color(rng, getattr(c, k)) for k in ("ground", "road", "marking", "barrier")}
 
-    rng = factor_rng(road_seed, "distractors")
-    ds = spec.distractors
-    out["distractors"] = [
+def _draw_distractors(rng: np.random.Generator, ds: DistractorSpec, start_s_m: float) -> list[dict]:
+    return [
         {"s_m": start_s_m + _u(rng, ds.s_ahead_m), "side": int(1 if rng.random() < 0.5 else -1),
          "distance_m": _u(rng, ds.distance_m), "size_m": _u(rng, ds.size_m),
          "color": (float(rng.random()), float(rng.random()), float(rng.random()), 1.0)}
         for _ in range(_i(rng, ds.count))
     ]
 
-    rng = factor_rng(road_seed, "sensor_noise")
-    sn = spec.sensor_noise
-    cam, lid, st = sensors.camera, sensors.lidar, sensors.state
-    defaults = {"camera_noise_std": cam.noise_std, "camera_dropout": cam.dropout, "lidar_noise_std": lid.noise_std,
-                "lidar_dropout": lid.dropout, "state_noise_std": st.noise_std}
-    out["sensor_noise"] = {k: (_u(rng, getattr(sn, k)) if getattr(sn, k) is not None else float(v))
-                           for k, v in defaults.items()}
-    return out
 
+def draw_factors(spec: ScenarioSpec, road_seed: int, *, n_lanes: int, lane_width_m: float, ego_lane: int,
+                 start_s_m: float, ego_start: Mapping[str, Any], sensor_noise: Mapping[str, float]) -> dict[str, Any]:
+    """Draw every non-road factor from its own stream. ``ego_start`` holds the start ranges of the task:
+    ``start_offset_m`` (+-), ``start_heading_rad`` (+-), ``start_speed_mps`` ([lo, hi]); ``sensor_noise``
+    the value of each sensor-noise factor that the spec does not draw (the ``sensors:`` section's,
+    :func:`kai_drive.sensors.base.noise_defaults`)."""
+    def rng(factor: str) -> np.random.Generator:
+        return factor_rng(road_seed, factor)
 
-def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """Dicts merge recursively; anything else (lists included) replaces."""
-    out = dict(base)
-    for k, v in override.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = v
+    out: dict[str, Any] = _draw_ego(rng("ego"), ego_start)
+    out["traffic"] = _draw_traffic(rng("traffic"), spec.traffic, n_lanes, ego_lane, start_s_m)
+    out["lead"] = _draw_lead(rng("lead"), spec.lead)
+    out["obstacles"] = _draw_obstacles(rng("obstacles"), spec.obstacles, n_lanes, lane_width_m, start_s_m)
+    out["pedestrians"] = _draw_pedestrians(rng("pedestrians"), spec.pedestrians, start_s_m)
+    out["light"] = _draw_light(rng("light"), spec.light)
+    colors = rng("colors")
+    out["colors"] = {k: _color(colors, getattr(spec.colors, k)) for k in ("ground", "road", "marking", "barrier")}
+    out["distractors"] = _draw_distractors(rng("distractors"), spec.distractors, start_s_m)
+    noise, sn = rng("sensor_noise"), spec.sensor_noise
+    out["sensor_noise"] = {k: (_u(noise, getattr(sn, k)) if getattr(sn, k) is not None else float(v))
+                           for k, v in sensor_noise.items()}
     return out

@@ -23,9 +23,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import pybullet
-
-from kai_drive.sim.road import RoadLayout, Route
+from kai_drive.sim.bullet import pybullet
+from kai_drive.sim.route import RoadLayout, Route
 
 __all__ = ["IDMParams", "idm_accel", "Actor", "Traffic", "create_box_body", "EGO_LENGTH_M", "EGO_WIDTH_M"]
 

@@ -33,7 +33,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import pybullet
+
+from kai_drive.sim.bullet import pybullet
 
 __all__ = ["VehicleParams", "VehicleState", "Vehicle"]
 
@@ -157,30 +158,15 @@ class Vehicle:
         self.reset(x, y, yaw, speed_mps)
 
     # -- construction ----------------------------------------------------------------------------
+    #: the chassis' lower body spans this height above the ground, m (clearance .. top of the bonnet)
+    _BODY_Z = (0.18, 0.95)
+
     def _build(self) -> int:
         c = self.client
         p = self.params
         r, w = p.wheel_radius_m, p.wheel_width_m
         h = p.cg_height_m
-        # chassis: lower body (ground clearance 0.18 m .. 0.95 m) and a cabin up to the roof
-        body_lo, body_hi = 0.18, 0.95
-        cabin_len = 0.55 * p.length_m
-        lower_half = [0.5 * p.length_m, 0.5 * p.width_m, 0.5 * (body_hi - body_lo)]
-        lower_pos = [0.0, 0.0, 0.5 * (body_lo + body_hi) - h]
-        cabin_half = [0.5 * cabin_len, 0.5 * p.width_m - 0.08, 0.5 * (p.height_m - body_hi)]
-        cabin_pos = [-0.1 * p.length_m, 0.0, 0.5 * (body_hi + p.height_m) - h]
-        chassis_col = c.createCollisionShapeArray(
-            shapeTypes=[pybullet.GEOM_BOX, pybullet.GEOM_BOX],
-            halfExtents=[lower_half, cabin_half],
-            collisionFramePositions=[lower_pos, cabin_pos],
-        )
-        glass = (0.15, 0.18, 0.22, 1.0)
-        chassis_vis = c.createVisualShapeArray(
-            shapeTypes=[pybullet.GEOM_BOX, pybullet.GEOM_BOX],
-            halfExtents=[lower_half, cabin_half],
-            visualFramePositions=[lower_pos, cabin_pos],
-            rgbaColors=[list(p.color), list(glass)],
-        )
+        chassis_col, chassis_vis = self._chassis_shapes()
         # wheels: cylinders whose axis (z in Bullet) is turned onto the body's y axis
         axis_to_y = c.getQuaternionFromEuler([math.pi / 2, 0.0, 0.0])
         wheel_col = c.createCollisionShape(
@@ -224,7 +210,42 @@ class Vehicle:
         )
         if body < 0:
             raise RuntimeError("PyBullet failed to create the vehicle multibody")
+        self._set_dynamics(body, chassis_mass)
+        return body
+
+    def _chassis_shapes(self) -> tuple[int, int]:
+        """Collision and visual shapes of the chassis: a lower body and a cabin up to the roof."""
+        c = self.client
+        p = self.params
+        h = p.cg_height_m
+        body_lo, body_hi = self._BODY_Z
+        cabin_len = 0.55 * p.length_m
+        lower_half = [0.5 * p.length_m, 0.5 * p.width_m, 0.5 * (body_hi - body_lo)]
+        lower_pos = [0.0, 0.0, 0.5 * (body_lo + body_hi) - h]
+        cabin_half = [0.5 * cabin_len, 0.5 * p.width_m - 0.08, 0.5 * (p.height_m - body_hi)]
+        cabin_pos = [-0.1 * p.length_m, 0.0, 0.5 * (body_hi + p.height_m) - h]
+        chassis_col = c.createCollisionShapeArray(
+            shapeTypes=[pybullet.GEOM_BOX, pybullet.GEOM_BOX],
+            halfExtents=[lower_half, cabin_half],
+            collisionFramePositions=[lower_pos, cabin_pos],
+        )
+        glass = (0.15, 0.18, 0.22, 1.0)
+        chassis_vis = c.createVisualShapeArray(
+            shapeTypes=[pybullet.GEOM_BOX, pybullet.GEOM_BOX],
+            halfExtents=[lower_half, cabin_half],
+            visualFramePositions=[lower_pos, cabin_pos],
+            rgbaColors=[list(p.color), list(glass)],
+        )
+        return chassis_col, chassis_vis
+
+    def _set_dynamics(self, body: int, chassis_mass: float) -> None:
+        """Inertias, friction and damping of every link; wheels never collide with the chassis."""
+        c = self.client
+        p = self.params
+        r, w = p.wheel_radius_m, p.wheel_width_m
+        wm = p.wheel_mass_kg
         # inertias (Bullet's estimate for compound shapes is a bounding box: set them explicitly)
+        body_lo, body_hi = self._BODY_Z
         L, W, H = p.length_m, p.width_m, body_hi - body_lo + 0.3
         m = chassis_mass
         c.changeDynamics(
@@ -248,10 +269,9 @@ class Vehicle:
         # wheels must not touch the chassis (there are no wheel arches in the box shape)
         for j in _WHEEL_JOINTS:
             c.setCollisionFilterPair(body, body, -1, j, 0)
-        return body
 
     # -- control ---------------------------------------------------------------------------------
-    def apply_control(self, steer: float, throttle_brake: float, dt: float) -> None:
+    def apply_control(self, steer: float, throttle_brake: float, dt: float) -> None:  # long: per-step hot path, one frame
         """Command the car for one control step of ``dt`` seconds.
 
         Args:

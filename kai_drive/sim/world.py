@@ -12,8 +12,7 @@ import importlib.util
 import warnings
 from pathlib import Path
 
-import pybullet
-from pybullet_utils.bullet_client import BulletClient
+from kai_drive.sim.bullet import connect, pybullet
 
 #: collision group of the ego vehicle's links: sensors cast rays with a mask that excludes it.
 EGO_GROUP = 0x8
@@ -53,7 +52,7 @@ class World:
         self.dt = 1.0 / control_hz
         self.gravity_mps2 = gravity_mps2
         self.gui = gui
-        self.client = BulletClient(connection_mode=pybullet.GUI if gui else pybullet.DIRECT)
+        self.client = connect(gui)
         self.client_id = self.client._client
         self.bodies: dict[str, int] = {}
         self._names: dict[int, str] = {}

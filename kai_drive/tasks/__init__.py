@@ -1,12 +1,14 @@
 """Tasks: what the agent is asked to do. A task builds its scene through kai_drive.sim, applies the
-action, and scores the outcome (reward terms, termination, success, safety cost, info). It never renders."""
+action, and scores the outcome (reward terms, termination, success, safety cost, info). It never renders.
 
-from kai_drive.tasks.driving import DriveTask, LaneKeepTask
-from kai_drive.tasks.grasping import GraspTask
+The contract and the registry (``task.kind`` -> task class and spec model) are in
+:mod:`kai_drive.tasks.base`; importing this package registers the built-in tasks."""
 
-TASKS = {"lane_keep": LaneKeepTask, "drive": DriveTask, "grasp": GraspTask}
+from kai_drive.tasks.base import FAMILIES, REGISTRY, Task, TaskEntry, register_task
+from kai_drive.tasks.driving import DriveTask, DriveTaskSpec, LaneKeepTask, LaneKeepTaskSpec
+from kai_drive.tasks.grasping import GraspTask, GraspTaskSpec
 
-#: task families: what the upper floors (metrics, experts, evaluation) branch on, never an env id string
-FAMILIES = ("driving", "grasp")
-
-__all__ = ["DriveTask", "FAMILIES", "GraspTask", "LaneKeepTask", "TASKS"]
+__all__ = [
+    "DriveTask", "DriveTaskSpec", "FAMILIES", "GraspTask", "GraspTaskSpec", "LaneKeepTask", "LaneKeepTaskSpec",
+    "REGISTRY", "Task", "TaskEntry", "register_task",
+]

@@ -14,18 +14,65 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import numpy as np
 from gymnasium import spaces
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
-from kai_drive.sensors.base import Mount, ego_mount
-from kai_drive.sim.road import RoadLayout, Route, build_road
-from kai_drive.sim.scenario import Scenario, ScenarioSpec, deep_merge, draw_factors
+from kai_drive.config import StrictModel, deep_merge
+from kai_drive.sensors import Mount, ego_mount, noise_defaults
+from kai_drive.sim.road import build_road
+from kai_drive.sim.route import RoadLayout, Route
+from kai_drive.sim.scenario import Scenario, ScenarioSpec, draw_factors
 from kai_drive.sim.traffic import EGO_LENGTH_M, PEDESTRIAN_SIZE_M, Actor, Traffic, create_box_body
 from kai_drive.sim.vehicle import Vehicle, VehicleParams
 from kai_drive.sim.world import World
+from kai_drive.tasks.base import Task, register_task
+
+
+# ---------------------------------------------------------------------------------------------
+# specs of the ``task:`` section
+# ---------------------------------------------------------------------------------------------
+class RewardSpec(StrictModel):
+    progress: float = Field(0.1, description="per metre travelled along the lane")
+    lateral: float = Field(0.3, description="times (lane offset / lane half free width)^2, per step")
+    heading: float = Field(0.5, description="times heading error^2 (rad^2), per step")
+    speed: float = Field(0.05, description="times (speed above target / target), per step")
+    slow: float = Field(
+        0.0, description="times (speed below target / target), per step; 0 = off. Training-time shaping "
+        "against the 'stop trap' (standing still until the time limit)"
+    )
+    steer_rate: float = Field(0.05, description="times (steering change per step, in action units)^2")
+    jerk: float = Field(0.0005, description="times longitudinal jerk^2 (m/s^3)^2, per step")
+    collision: float = Field(10.0, description="terminal penalty")
+    off_road: float = Field(10.0, description="terminal penalty")
+    lane_invasion: float = Field(5.0, description="penalty when the body first crosses its lane edge")
+    success: float = Field(5.0, description="bonus for completing the route")
+    unsafe_ttc: float = Field(0.0, description="per step while time-to-collision < task.ttc_threshold_s (drive tasks)")
+
+
+class LaneKeepTaskSpec(StrictModel):
+    kind: Literal["lane_keep"] = "lane_keep"
+    ego_lane: int = Field(0, ge=0, description="0 = rightmost lane")
+    start_s_m: float = Field(8.0, ge=0)
+    finish_margin_m: float = Field(10.0, ge=0, description="route is complete this far before its end")
+    start_speed_mps: tuple[float, float] = (6.0, 10.0)
+    start_offset_m: float = Field(0.3, ge=0, description="random lateral start offset, +-")
+    start_heading_rad: float = Field(0.05, ge=0, description="random start heading error, +-")
+    target_speed_mps: float = Field(12.0, gt=0)
+    time_limit_s: float = Field(45.0, gt=0)
+    terminate_on_lane_invasion: bool = True
+    reward: RewardSpec = RewardSpec()
+
+
+class DriveTaskSpec(LaneKeepTaskSpec):
+    """Driving in traffic: lane keeping's keys plus lane changes and a time-to-collision threshold."""
+
+    kind: Literal["drive"] = "drive"
+    lane_changes: bool = Field(False, description="lane = nearest lane; crossing lane lines neither ends nor fails the episode")
+    ttc_threshold_s: float = Field(2.0, ge=0, description="reward.unsafe_ttc applies while ttc_s is below this")
+
 
 #: body kinds that the car may touch without it being a collision
 _DRIVABLE = ("ground", "road", "marking")
@@ -46,7 +93,31 @@ class EpisodeStats:
     extra: dict = field(default_factory=dict)
 
 
-class LaneKeepTask:
+@dataclass
+class StepMeasures:
+    """What one step of a driving task measured (the input of its reward terms, termination and info)."""
+
+    ego: Any  # the car's VehicleState after the step
+    s: float  # arc length along the route, m
+    d: float  # lateral offset from the lane centre, m
+    d_road: float  # lateral offset from the road's centre line, m
+    e_head: float  # heading error, rad
+    ds: float  # progress along the route in this step, m
+    invading: bool
+    new_invasion: bool
+    off_road: bool
+    collision: bool
+    collided_with: str
+    accel: float
+    jerk: float
+    steer_rate: float  # change of the steering command, action units
+    finished: bool
+    success: bool
+    near: dict  # actor_ahead()
+
+
+@register_task("lane_keep", LaneKeepTaskSpec)
+class LaneKeepTask(Task):
     """Drive along the route in lane ``ego_lane`` without leaving it or touching anything.
 
     Action: ``Box([-1, 1]^2)`` = (steering, throttle > 0 / brake < 0).
@@ -55,6 +126,7 @@ class LaneKeepTask:
     """
 
     family = "driving"  # kai_drive.tasks.FAMILIES: what metrics, experts and evaluation dispatch on
+    has_scenario = True  # realise() + build_scenario(): scenario factors as data
     action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
     PROPRIO_FIELDS = Vehicle.PROPRIO_FIELDS
 
@@ -108,7 +180,7 @@ class LaneKeepTask:
         scen_spec = getattr(self.spec, "scenario", None) or ScenarioSpec()
         rec.update(draw_factors(
             scen_spec, road_seed, n_lanes=n_lanes, lane_width_m=r.lane_width_m, ego_lane=min(ego_lane, n_lanes - 1),
-            start_s_m=t.start_s_m, sensors=self.spec.sensors,
+            start_s_m=t.start_s_m, sensor_noise=noise_defaults(self.spec.sensors),
             ego_start={"start_offset_m": t.start_offset_m, "start_heading_rad": t.start_heading_rad,
                        "start_speed_mps": t.start_speed_mps},
         ))
@@ -282,7 +354,16 @@ class LaneKeepTask:
 
     def evaluate(self, world: World, action: np.ndarray, dt: float, elapsed_s: float) -> tuple[float, bool, bool, dict]:
         """Score the step just simulated: ``(reward, terminated, truncated, info)``."""
-        t, w, st = self.t, self.t.reward, self.stats
+        m = self._measure(world, action, dt)
+        terms = self._reward_terms(m)
+        reward = float(sum(terms.values()))
+        terminated = self._terminated(m)
+        truncated = bool(not terminated and elapsed_s >= self.t.time_limit_s - 1e-9)
+        return reward, terminated, truncated, self._info(m, terms)
+
+    def _measure(self, world: World, action: np.ndarray, dt: float) -> "StepMeasures":
+        """Where the car is (Frenet), what it touched and how it moved in the step; updates the counters."""
+        t, st = self.t, self.stats
         ego = self.ego.state()
         s, d_road, e_head = self.route.project(ego.x, ego.y, ego.yaw, s_hint=st.s)
         self._frenet = (s, d_road, ego.speed_mps)
@@ -323,53 +404,64 @@ class LaneKeepTask:
         finished = s >= self.route.length_m - t.finish_margin_m
         clean = not st.collided and (self._lane_changes or st.lane_invasions == 0)
         near = self.actor_ahead()
-        success = finished and clean and not off_road
+        return StepMeasures(
+            ego=ego, s=s, d=d, d_road=d_road, e_head=e_head, ds=ds, invading=invading, new_invasion=new_invasion,
+            off_road=off_road, collision=collision, collided_with=collided_with, accel=accel, jerk=jerk,
+            steer_rate=steer_rate, finished=finished, success=finished and clean and not off_road, near=near,
+        )
 
-        terms = {
-            "progress": w.progress * ds,
-            "lateral": -w.lateral * (d / self._free) ** 2,
-            "heading": -w.heading * e_head * e_head,
+    def _reward_terms(self, m: "StepMeasures") -> dict[str, float]:
+        """Each weighted term of the step's reward (``info["reward_terms"]``); the reward is their sum."""
+        t, w, ego = self.t, self.t.reward, m.ego
+        return {
+            "progress": w.progress * m.ds,
+            "lateral": -w.lateral * (m.d / self._free) ** 2,
+            "heading": -w.heading * m.e_head * m.e_head,
             "speed": -w.speed * max(0.0, ego.speed_mps - t.target_speed_mps) / t.target_speed_mps,
             "slow": -w.slow * max(0.0, t.target_speed_mps - ego.speed_mps) / t.target_speed_mps,
-            "steer_rate": -w.steer_rate * steer_rate * steer_rate,
-            "jerk": -w.jerk * jerk * jerk,
-            "collision": -w.collision if collision else 0.0,
-            "off_road": -w.off_road if off_road else 0.0,
-            "lane_invasion": -w.lane_invasion if new_invasion else 0.0,
-            "success": w.success if success else 0.0,
-            "unsafe_ttc": -getattr(w, "unsafe_ttc", 0.0) if near["ttc_s"] < getattr(t, "ttc_threshold_s", 0.0) else 0.0,
+            "steer_rate": -w.steer_rate * m.steer_rate * m.steer_rate,
+            "jerk": -w.jerk * m.jerk * m.jerk,
+            "collision": -w.collision if m.collision else 0.0,
+            "off_road": -w.off_road if m.off_road else 0.0,
+            "lane_invasion": -w.lane_invasion if m.new_invasion else 0.0,
+            "success": w.success if m.success else 0.0,
+            "unsafe_ttc": -getattr(w, "unsafe_ttc", 0.0) if m.near["ttc_s"] < getattr(t, "ttc_threshold_s", 0.0) else 0.0,
         }
-        reward = float(sum(terms.values()))
-        terminated = bool(
-            finished or collision or off_road or (t.terminate_on_lane_invasion and invading and not self._lane_changes)
+
+    def _terminated(self, m: "StepMeasures") -> bool:
+        """The route is done, or the car hit something, left the road or (when that ends it) its lane."""
+        return bool(
+            m.finished or m.collision or m.off_road
+            or (self.t.terminate_on_lane_invasion and m.invading and not self._lane_changes)
         )
-        truncated = bool(not terminated and elapsed_s >= t.time_limit_s - 1e-9)
+
+    def _info(self, m: "StepMeasures", terms: dict[str, float]) -> dict[str, Any]:
+        t, st, ego = self.t, self.stats, m.ego
         route_len = max(self.route.length_m - t.finish_margin_m - st.s_start, 1e-6)
-        info = {
-            "lateral_offset_m": d,
-            "heading_error_rad": e_head,
+        return {
+            "lateral_offset_m": m.d,
+            "heading_error_rad": m.e_head,
             "speed_mps": ego.speed_mps,
-            "accel_mps2": accel,
-            "jerk_mps3": jerk,
+            "accel_mps2": m.accel,
+            "jerk_mps3": m.jerk,
             "yaw_rate_radps": ego.yaw_rate_radps,
             "steer_rad": ego.steer_rad,
-            "s_m": s,
-            "distance_m": s - st.s_start,
-            "route_completion": float(min(max((s - st.s_start) / route_len, 0.0), 1.0)),
-            "collision": collision,
-            "collision_with": collided_with,
-            "off_road": off_road,
-            "lane_invasion": invading,
+            "s_m": m.s,
+            "distance_m": m.s - st.s_start,
+            "route_completion": float(min(max((m.s - st.s_start) / route_len, 0.0), 1.0)),
+            "collision": m.collision,
+            "collision_with": m.collided_with,
+            "off_road": m.off_road,
+            "lane_invasion": m.invading,
             "lane_invasions": st.lane_invasions,
-            "cost": float(collision or off_road or (invading and not self._lane_changes)),
-            "ttc_s": near["ttc_s"],
-            "headway_s": near["headway_s"],
-            "gap_m": near["gap_m"],
-            "nearest_actor": near["kind"],
-            "is_success": success,
+            "cost": float(m.collision or m.off_road or (m.invading and not self._lane_changes)),
+            "ttc_s": m.near["ttc_s"],
+            "headway_s": m.near["headway_s"],
+            "gap_m": m.near["gap_m"],
+            "nearest_actor": m.near["kind"],
+            "is_success": m.success,
             "reward_terms": terms,
         }
-        return reward, terminated, truncated, info
 
     def reset_info(self) -> dict:
         """Info of the first observation (same keys as a step's, where they make sense)."""
@@ -395,6 +487,7 @@ class LaneKeepTask:
         }
 
 
+@register_task("drive", DriveTaskSpec)
 class DriveTask(LaneKeepTask):
     """Driving in traffic (kind ``drive``): lane keeping's rewards and rules plus the scenario's actors;
     ``lane_changes: true`` measures the lane offset to the nearest lane and lets the car cross lane lines

@@ -37,16 +37,17 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-import pybullet
 import pybullet_data
 from gymnasium import spaces
 from pydantic import Field, model_validator
 
+from kai_drive.config import StrictModel
 from kai_drive.sensors.base import Mount
 from kai_drive.sim.arm import MAX_OPENING_M, PandaArm
+from kai_drive.sim.bullet import pybullet
 from kai_drive.sim.objects import SPLITS, Spawned, load_model, object_points, spawn_object
 from kai_drive.sim.world import World
-from kai_drive.specs import _Strict, register_task_spec
+from kai_drive.tasks.base import Task, register_task
 
 __all__ = ["GraspTask", "GraspTaskSpec", "GraspRewardSpec", "OBJECT_SPLITS", "object_models", "TRAY_CENTER", "FLOOR_Z"]
 
@@ -86,7 +87,7 @@ def object_models(split: str) -> tuple[str, ...]:
 # ---------------------------------------------------------------------------------------------
 # spec of the ``task:`` section
 # ---------------------------------------------------------------------------------------------
-class GraspRewardSpec(_Strict):
+class GraspRewardSpec(StrictModel):
     success: float = Field(1.0, description="terminal bonus when an object has been lifted and held")
     reach: float = Field(1.0, description="dense: per metre the gripper gets closer to the nearest object")
     grasp: float = Field(0.25, description="dense: when an object starts (+) / stops (-) touching both fingers")
@@ -94,7 +95,7 @@ class GraspRewardSpec(_Strict):
     cost: float = Field(0.0, description="penalty times the per-step safety cost (both modes)")
 
 
-class GraspTaskSpec(_Strict):
+class GraspTaskSpec(StrictModel):
     kind: Literal["grasp"] = "grasp"
     object_split: ObjectSplit = Field(
         "train",
@@ -145,9 +146,6 @@ class GraspTaskSpec(_Strict):
         return self
 
 
-register_task_spec("grasp", GraspTaskSpec)
-
-
 @dataclass
 class GraspStats:
     steps: int = 0
@@ -165,7 +163,8 @@ class GraspStats:
     success_object: str = ""
 
 
-class GraspTask:
+@register_task("grasp", GraspTaskSpec)
+class GraspTask(Task):
     """Lift any object out of the tray and hold it (see the module docstring)."""
 
     family = "grasp"  # kai_drive.tasks.FAMILIES
@@ -217,6 +216,22 @@ class GraspTask:
         self.ego.move_to(*start)
 
         n = int(rng.integers(t.n_objects[0], t.n_objects[1] + 1))
+        records = self._spawn_objects(world, rng, n)
+        # settle: at least settle_s, then until every object is at rest (at most 2 s more)
+        for k in range(int(round((t.settle_s + 2.0) * self.control_hz))):
+            world.step()
+            if (k + 1) / self.control_hz >= t.settle_s - 1e-9 and self._at_rest():
+                break
+        self.rest_z = np.array([c.getBasePositionAndOrientation(o.body_id)[0][2] for o in self.objects])
+        self._obj_ids = {o.body_id: i for i, o in enumerate(self.objects)}
+        self._table = world.body("table")
+        self.stats = GraspStats()
+        self.stats.prev_dist = self._nearest_distance()
+        return {"object_split": t.object_split, "n_objects": n, "objects": records, "start_ee": list(start)}
+
+    def _spawn_objects(self, world: World, rng: np.random.Generator, n: int) -> list[dict[str, Any]]:
+        """Drop ``n`` objects drawn from the split into the tray (free spots first); their records."""
+        t, c = self.t, world.client
         self.objects = []
         placed: list[tuple[float, float, float]] = []  # x, y, radius
         records = []
@@ -247,17 +262,7 @@ class GraspTask:
                 {"model": model, "size_m": size, "mass_kg": mass, "color": list(color[:3]),
                  "x_m": float(xy[0]), "y_m": float(xy[1]), "yaw_rad": yaw}
             )
-        # settle: at least settle_s, then until every object is at rest (at most 2 s more)
-        for k in range(int(round((t.settle_s + 2.0) * self.control_hz))):
-            world.step()
-            if (k + 1) / self.control_hz >= t.settle_s - 1e-9 and self._at_rest():
-                break
-        self.rest_z = np.array([c.getBasePositionAndOrientation(o.body_id)[0][2] for o in self.objects])
-        self._obj_ids = {o.body_id: i for i, o in enumerate(self.objects)}
-        self._table = world.body("table")
-        self.stats = GraspStats()
-        self.stats.prev_dist = self._nearest_distance()
-        return {"object_split": t.object_split, "n_objects": n, "objects": records, "start_ee": list(start)}
+        return records
 
     # -- what sensors and the renderer need ------------------------------------------------------
     def sensor_mount(self, world: World) -> Mount:
@@ -324,30 +329,13 @@ class GraspTask:
     def evaluate(self, world: World, action: np.ndarray, dt: float, elapsed_s: float) -> tuple[float, bool, bool, dict]:
         t, w, st, c, arm = self.t, self.t.reward, self.stats, world.client, self.ego
         st.steps += 1
-        # contacts of the arm: table, forces, objects touched by each finger (one PyBullet call)
-        table_contact = False
-        force = 0.0
-        touched: dict[int, set[int]] = {}
-        for cp in c.getContactPoints(bodyA=arm.body_id):
-            other, link = cp[2], cp[3]
-            force = max(force, cp[9])
-            if other == self._table:
-                table_contact = True
-            elif other in self._obj_ids and link in (9, 10):
-                touched.setdefault(self._obj_ids[other], set()).add(link)
+        table_contact, force, touched = self._arm_contacts(c)
         st.table_contacts += int(table_contact)
         st.peak_force_n = max(st.peak_force_n, force)
         limit_hit = arm.at_joint_limit()
         st.joint_limit_hits += int(limit_hit)
 
-        # objects: lift above their rest height, knocked out of the tray
-        out = 0
-        lifts = np.zeros(len(self.objects))
-        for i, o in enumerate(self.objects):
-            pos = c.getBasePositionAndOrientation(o.body_id)[0]
-            lifts[i] = pos[2] - self.rest_z[i]
-            if max(abs(pos[0] - TRAY_CENTER[0]), abs(pos[1] - TRAY_CENTER[1])) > TRAY_RIM_HALF_M or pos[2] < FLOOR_Z - 0.03:
-                out += 1
+        lifts, out = self._object_lifts(c)
         newly_out = out > st.objects_out
         st.objects_out = out
 
@@ -376,8 +364,39 @@ class GraspTask:
         reward = float(sum(terms.values()))
         terminated = bool(st.success or out == len(self.objects) or (t.assisted and st.phase == "done"))
         truncated = bool(not terminated and elapsed_s >= t.time_limit_s - 1e-9)
+        return reward, terminated, truncated, self._info(lifts, held_obj, table_contact, force, out, limit_hit, cost, terms)
+
+    def _arm_contacts(self, c: Any) -> tuple[bool, float, dict[int, set[int]]]:
+        """Contacts of the arm (one PyBullet call): ``(table touched, largest normal force N, object index ->
+        finger links touching it)``."""
+        table_contact = False
+        force = 0.0
+        touched: dict[int, set[int]] = {}
+        for cp in c.getContactPoints(bodyA=self.ego.body_id):
+            other, link = cp[2], cp[3]
+            force = max(force, cp[9])
+            if other == self._table:
+                table_contact = True
+            elif other in self._obj_ids and link in (9, 10):
+                touched.setdefault(self._obj_ids[other], set()).add(link)
+        return table_contact, force, touched
+
+    def _object_lifts(self, c: Any) -> tuple[np.ndarray, int]:
+        """Each object's lift above its rest height (m), and how many were knocked out of the tray."""
+        out = 0
+        lifts = np.zeros(len(self.objects))
+        for i, o in enumerate(self.objects):
+            pos = c.getBasePositionAndOrientation(o.body_id)[0]
+            lifts[i] = pos[2] - self.rest_z[i]
+            if max(abs(pos[0] - TRAY_CENTER[0]), abs(pos[1] - TRAY_CENTER[1])) > TRAY_RIM_HALF_M or pos[2] < FLOOR_Z - 0.03:
+                out += 1
+        return lifts, out
+
+    def _info(self, lifts: np.ndarray, held_obj: int, table_contact: bool, force: float, out: int, limit_hit: bool,
+              cost: float, terms: dict[str, float]) -> dict[str, Any]:
+        t, st, arm = self.t, self.stats, self.ego
         ee = arm.ee_pose()
-        info = {
+        return {
             "is_success": st.success,
             "object": st.success_object,
             "grasped": held_obj >= 0,
@@ -395,7 +414,6 @@ class GraspTask:
             "phase": st.phase if t.assisted else "",
             "reward_terms": terms,
         }
-        return reward, terminated, truncated, info
 
     def reset_info(self) -> dict:
         ee = self.ego.ee_pose()

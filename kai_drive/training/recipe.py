@@ -30,7 +30,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from kai_drive.specs import SpecError, deep_merge, dotted_to_nested
+from kai_drive.config import SpecError, deep_merge, dotted_to_nested
 
 
 class RecipeError(ValueError):
