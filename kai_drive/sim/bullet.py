@@ -30,7 +30,7 @@ _LOCK = threading.Lock()
 def _c_library():
     try:
         return ctypes.CDLL(None)
-    except OSError:  # no C library to load by that name (e.g. Windows): nothing to flush there
+    except (OSError, TypeError):  # no C library by that name (e.g. Windows): nothing to flush there
         return None
 
 
@@ -54,8 +54,9 @@ def without_banner(fds: tuple[int, ...]) -> Iterator[None]:
     then write back everything captured except PyBullet's banner lines. A descriptor that is not open
     is left alone."""
     with _LOCK:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):  # Python's buffers first: their text keeps its place
+            if stream is not None:
+                stream.flush()
         saved: dict[int, int] = {}
         for fd in fds:
             try:
