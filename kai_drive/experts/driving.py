@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from kai_drive.metrics import DrivingTally
 from kai_drive.sim.traffic import IDMParams, idm_accel
 
 __all__ = ["IDMPurePursuit", "scripted_driving_rates"]
@@ -77,7 +78,9 @@ class IDMPurePursuit:
 
 
 def scripted_driving_rates(env_name: str, episodes: int = 50, seed: int = 0, sensors: bool = False) -> dict[str, Any]:
-    """Run the expert for ``episodes`` episodes (seeds ``seed ..``); returns rates and means.
+    """Run the expert for ``episodes`` episodes (seeds ``seed ..``); returns rates and means of the per-episode
+    driving metrics (:class:`kai_drive.metrics.DrivingTally`, as in training), the timeout rate (episodes the
+    time limit cut), collisions by kind and the median of the episodes' minimum TTC.
     Sensors are off unless ``sensors`` (the policy does not read them; the dynamics are the same)."""
     import gymnasium
 
@@ -88,37 +91,36 @@ def scripted_driving_rates(env_name: str, episodes: int = 50, seed: int = 0, sen
     cfg = {} if sensors else {"sensors": {"camera": {"enabled": False}, "lidar": {"enabled": False}}}
     env = gymnasium.make(env_id, config=cfg)
     policy = IDMPurePursuit(env)
-    succ, coll, off, trunc_n, inv = 0, 0, 0, 0, 0
+    per_ep, timeouts, min_ttc, steps_all = [], [], [], 0
     kinds: Counter = Counter()
-    completion, min_ttc, returns, steps_all = [], [], [], 0
     t0 = time.perf_counter()
     for ep in range(episodes):
         obs, info = env.reset(seed=seed + ep)
-        ret, mttc = 0.0, math.inf
+        tally, mttc = DrivingTally(), math.inf
         while True:
             obs, r, term, trunc, info = env.step(policy(obs))
-            ret += r
-            steps_all += 1
+            tally.step(r, info)
             mttc = min(mttc, info["ttc_s"])
             if term or trunc:
                 break
-        succ += bool(info["is_success"])
-        coll += bool(info["collision"])
-        off += bool(info["off_road"])
-        inv += info["lane_invasions"] > 0
-        trunc_n += bool(trunc)
+        m = tally.finish(info, term, trunc, road_seed=seed + ep)
+        per_ep.append(m)
+        steps_all += m["length"]
+        timeouts.append(bool(trunc))
         if info["collision"]:
             kinds[info["collision_with"]] += 1
-        completion.append(info["route_completion"])
         min_ttc.append(mttc)
-        returns.append(ret)
     env.close()
-    n = float(episodes)
+
+    def mean(key: str) -> float:
+        return float(np.mean([e[key] for e in per_ep]))
+
     return {
         "env": env_id, "episodes": episodes, "seeds": [seed, seed + episodes - 1],
-        "success_rate": succ / n, "collision_rate": coll / n, "off_road_rate": off / n,
-        "lane_invasion_rate": inv / n, "timeout_rate": trunc_n / n, "collisions_by_kind": dict(kinds),
-        "mean_route_completion": float(np.mean(completion)), "mean_return": float(np.mean(returns)),
+        "success_rate": mean("success"), "collision_rate": mean("collision"), "off_road_rate": mean("off_road"),
+        "lane_invasion_rate": float(np.mean([e["lane_invasions"] > 0 for e in per_ep])),
+        "timeout_rate": float(np.mean(timeouts)), "collisions_by_kind": dict(kinds),
+        "mean_route_completion": mean("route_completion"), "mean_return": mean("return"),
         "median_min_ttc_s": float(np.median(min_ttc)), "steps": steps_all,
         "wall_s": time.perf_counter() - t0,
     }
