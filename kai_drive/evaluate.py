@@ -24,11 +24,15 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
+from kai_drive.catalog import UnknownEnvError, resolve_env
+from kai_drive.distributed import RayMissingError
 
 EXIT_PASSED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NOTHING_CHECKED = 0, 1, 2, 3
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m kai_drive.evaluate", description=__doc__.split("\n\n")[0],
                                  epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--env", default=None, help="env alias or id (default: the run's env)")
@@ -58,44 +62,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ray", action="store_true", help='run the episodes as Ray tasks (needs pip install "kai-drive[ray]")')
     ap.add_argument("--address", default=None, help="with --ray: Ray cluster to join (default: $RAY_ADDRESS, else a local instance)")
     ap.add_argument("--num-cpus", type=int, default=None, help="with --ray: CPUs of the local Ray instance (default: all cores)")
-    args = ap.parse_args(argv)
+    return ap
 
-    import yaml
 
-    from kai_drive.catalog import UnknownEnvError, resolve_env
-    from kai_drive.distributed import RayMissingError
-    from kai_drive.evaluation import evaluate, load_model, load_run, write_outputs
-    from kai_drive.evaluation.core import PolicySpec
-    from kai_drive.evaluation.runner import make_env
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from kai_drive.evaluation import evaluate, write_outputs  # torch + SB3: after parsing (fast --help)
+    from kai_drive.evaluation.rollout import make_env
 
     try:
-        if (args.address or args.num_cpus) and not args.ray:
-            raise ValueError("--address / --num-cpus go with --ray")
-        video_size = None
-        if args.video_size:
-            w, _, h = args.video_size.lower().partition("x")
-            if not (w.isdigit() and h.isdigit()):
-                raise ValueError(f"--video-size {args.video_size!r}: write WxH, e.g. 96x72")
-            video_size = (int(w), int(h))
-        env_cfg = {}
-        for kv in args.set:
-            k, _, v = kv.partition("=")
-            if not _:
-                raise ValueError(f"--set {kv!r}: write KEY=VALUE, e.g. sensors.camera.noise_std=5")
-            env_cfg[k] = yaml.safe_load(v)
-        if args.run:
-            policy, run_env = load_run(args.run, args.checkpoint)
-            policy.spec = PolicySpec("run", path=args.run, checkpoint=args.checkpoint)  # what --ray workers load
-            env = args.env or run_env
-        elif args.model:
-            policy = load_model(args.model, args.algo, args.vecnormalize)
-            policy.spec = PolicySpec("model", path=args.model, algo=args.algo, vecnormalize=args.vecnormalize)
-            env = args.env
-        else:
-            policy, env = args.policy, args.env
-        if env is None:
-            raise ValueError("--env is required with --model / --policy")
-        env_id, alias = resolve_env(env)
+        policy, env_id, alias, env_cfg, video_size = _inputs(args)
     except (FileNotFoundError, ValueError, UnknownEnvError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -121,13 +97,53 @@ def main(argv: list[str] | None = None) -> int:
     state = {True: "PASSED", False: "FAILED", None: "none apply (nothing checked)"}[res["passed"]]
     print(f"{res['policy']} on {env_id}: {key} {val:.3f}; thresholds {state}; "
           f"{time.perf_counter() - t0:.0f} s -> {paths['report']}")
+    _print_outcome(res, key)
+    return EXIT_PASSED if res["passed"] else (EXIT_FAILED if res["passed"] is False else EXIT_NOTHING_CHECKED)
+
+
+def _print_outcome(res: dict, key: str) -> None:
     for t in res["thresholds"]:
         if t["passed"] is False:
             print(f"  FAIL {t['path']} {t['condition']} (actual {t['actual']})")
     for b, row in (res.get("baselines") or {}).items():
         bs = {True: "PASSES (the thresholds reward it!)", False: "fails", None: "n/a"}[row["passed"]]
         print(f"  baseline {b}: {key} {row['summary'][key].get('mean', row['summary'][key].get('rate')):.3f}; thresholds: {bs}")
-    return EXIT_PASSED if res["passed"] else (EXIT_FAILED if res["passed"] is False else EXIT_NOTHING_CHECKED)
+
+
+
+def _inputs(args: argparse.Namespace) -> tuple:
+    """``(policy, env id, alias, env config overrides, video size)`` of the flags; ValueError for bad ones."""
+    from kai_drive.evaluation import load_model, load_run
+    from kai_drive.evaluation.jobs import PolicySpec
+
+    if (args.address or args.num_cpus) and not args.ray:
+        raise ValueError("--address / --num-cpus go with --ray")
+    video_size = None
+    if args.video_size:
+        w, _, h = args.video_size.lower().partition("x")
+        if not (w.isdigit() and h.isdigit()):
+            raise ValueError(f"--video-size {args.video_size!r}: write WxH, e.g. 96x72")
+        video_size = (int(w), int(h))
+    env_cfg = {}
+    for kv in args.set:
+        k, _, v = kv.partition("=")
+        if not _:
+            raise ValueError(f"--set {kv!r}: write KEY=VALUE, e.g. sensors.camera.noise_std=5")
+        env_cfg[k] = yaml.safe_load(v)
+    if args.run:
+        policy, run_env = load_run(args.run, args.checkpoint)
+        policy.spec = PolicySpec("run", path=args.run, checkpoint=args.checkpoint)  # what --ray workers load
+        env = args.env or run_env
+    elif args.model:
+        policy = load_model(args.model, args.algo, args.vecnormalize)
+        policy.spec = PolicySpec("model", path=args.model, algo=args.algo, vecnormalize=args.vecnormalize)
+        env = args.env
+    else:
+        policy, env = args.policy, args.env
+    if env is None:
+        raise ValueError("--env is required with --model / --policy")
+    env_id, alias = resolve_env(env)
+    return policy, env_id, alias, env_cfg, video_size
 
 
 if __name__ == "__main__":

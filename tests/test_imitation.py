@@ -37,7 +37,7 @@ def test_expert_labels_every_step_and_stops_acting_after_the_descent():
 
 def test_assisted_scripted_expert_succeeds_on_test_objects():
     env = gymnasium.make(GRASP, config={**ASSISTED_NO_CAM, "task.object_split": "test"})
-    from kai_drive.policies.grasp import ScriptedGraspPolicy
+    from kai_drive.experts.grasp import ScriptedGraspPolicy
 
     policy, wins = ScriptedGraspPolicy(env), 0
     for seed in range(700, 710):

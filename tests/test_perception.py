@@ -227,7 +227,8 @@ def _synthetic_sequences(n_eps: int = 4, length: int = 12, seed: int = 0):
 
 
 def test_pretraining_step_decreases_contrastive_loss():
-    from kai_drive.perception.pretraining import PairSampler, Pretrainer, TrainRecipe, batch_from
+    from kai_drive.perception.pretrain_recipe import TrainRecipe
+    from kai_drive.perception.pretraining import PairSampler, Pretrainer, batch_from
 
     torch.manual_seed(0)
     sp = lane_keep_space()
@@ -269,8 +270,7 @@ def test_random_shift_keeps_shape_and_shifts():
 
 
 def test_recipe_is_strict(tmp_path):
-    from kai_drive.perception.pretraining import load_recipe
-    from kai_drive.pretrain import default_recipe
+    from kai_drive.perception.pretrain_recipe import default_recipe, load_recipe
 
     r = load_recipe(default_recipe("lane-keep"))
     assert r.train.aux_privileged_weight == 0.0  # privileged labels off by default
@@ -312,7 +312,8 @@ def test_shift_extractor_shifts_only_in_training_mode():
 
 
 def test_ablation_statistics_and_arms_validate():
-    from kai_drive.perception.ablation import ARMS, COMMON, failure_mode, summarise, two_level_bootstrap
+    from kai_drive.experiments.ablation import ARMS, COMMON, failure_mode, summarise
+    from kai_drive.stats import two_level_bootstrap
     from kai_drive.training.recipe import load_recipe, parse_set
 
     # every arm is a valid recipe on top of the default lane-keep recipe
@@ -396,7 +397,7 @@ def test_extractor_lr_scale_inside_ppo_and_its_guards(tmp_path):
 
 
 def test_recipe_lr_scale_picks_scaled_adam_and_refuses_other_optimizers():
-    from kai_drive.perception.ablation import ARMS
+    from kai_drive.experiments.ablation import ARMS
     from kai_drive.perception.sb3 import ScaledLRAdam
     from kai_drive.training.recipe import RecipeError, algo_kwargs, load_recipe, parse_set
 

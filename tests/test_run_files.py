@@ -56,9 +56,9 @@ def test_resume_falls_back_past_a_truncated_checkpoint(tiny_run, tmp_path, capsy
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "finished" and status["timesteps"] >= 320
     # training went on from 128 steps and wrote a good checkpoint over the bad one's step count or beyond
-    from kai_drive.training.runs import checkpoint_problem, latest_readable_checkpoint
+    from kai_drive.training.runs import RunFolder, checkpoint_problem
 
-    ckpt, skipped = latest_readable_checkpoint(run, needs_vecnormalize=True)
+    ckpt, skipped = RunFolder(run).latest_readable_checkpoint(needs_vecnormalize=True)
     assert ckpt is not None and ckpt[0] >= 320 and checkpoint_problem(ckpt[1], ckpt[2]) is None
 
 
@@ -74,15 +74,15 @@ def test_resume_with_only_unreadable_checkpoints_exits_2_naming_them(tiny_run, t
 
 
 def test_truncated_vecnormalize_counts_as_unreadable(tiny_run, tmp_path):
-    from kai_drive.training.runs import latest_readable_checkpoint
+    from kai_drive.training.runs import RunFolder
 
     run = _copy(tiny_run, tmp_path)
     vn = run / "checkpoints" / "vecnormalize_256_steps.pkl"
     vn.write_bytes(vn.read_bytes()[:20])
-    ckpt, skipped = latest_readable_checkpoint(run, needs_vecnormalize=True)
+    ckpt, skipped = RunFolder(run).latest_readable_checkpoint(needs_vecnormalize=True)
     assert ckpt[0] == 128 and [s for s, _, _ in skipped] == [256] and "vecnormalize_256_steps.pkl" in skipped[0][2]
     (run / "checkpoints" / "vecnormalize_128_steps.pkl").unlink()  # a checkpoint without its stats
-    ckpt, skipped = latest_readable_checkpoint(run, needs_vecnormalize=True)
+    ckpt, skipped = RunFolder(run).latest_readable_checkpoint(needs_vecnormalize=True)
     assert ckpt is None and "missing" in skipped[-1][2]
 
 
@@ -156,7 +156,7 @@ def test_grasp_run_final_eval_load_run_and_play_use_test_objects(tmp_path, capsy
     import gymnasium
 
     import kai_drive  # noqa: F401
-    from kai_drive.evaluation.policies import load_run
+    from kai_drive.evaluation.adapters import load_run
     from kai_drive.tasks.grasping import object_models
 
     logs = tmp_path / "runs"
@@ -186,11 +186,11 @@ def test_grasp_run_final_eval_load_run_and_play_use_test_objects(tmp_path, capsy
     finally:
         env.close()
 
-    from kai_drive.play import build_parser, _find_run_files
+    from kai_drive.training.playback import find_run_files
 
-    _, _, cfg, _ = _find_run_files(build_parser().parse_args(["--run", str(run)]))
+    cfg = find_run_files(run).config
     assert cfg["env_config"]["task.object_split"] == "test"
-    _, _, cfg, _ = _find_run_files(build_parser().parse_args(["--run", str(run), "--role", "eval"]))
+    cfg = find_run_files(run, role="eval").config
     assert cfg["env_config"]["task.object_split"] == "validation"
 
 

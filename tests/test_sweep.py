@@ -54,7 +54,7 @@ def has_checkpoint(run_dir: Path) -> bool:
 # ----------------------------------------------------------------------------------------------- no Ray
 def test_core_never_imports_ray():
     code = ("import sys, kai_drive, kai_drive.train, kai_drive.sweep, kai_drive.distributed, "
-            "kai_drive.distributed.stats; assert 'ray' not in sys.modules, 'ray imported'; print('ok')")
+            "kai_drive.stats; assert 'ray' not in sys.modules, 'ray imported'; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr
 
@@ -74,7 +74,7 @@ def test_missing_ray_gives_install_command(monkeypatch, capsys):
 
 # ----------------------------------------------------------------------------------------------- parsing
 def test_grid_and_search_parsing():
-    from kai_drive.sweep import UsageError, parse_grid, parse_search, split_values
+    from kai_drive.distributed.sweep.plan import UsageError, parse_grid, parse_search, split_values
 
     assert split_values("[64,64],[128, 128],'a,b'") == ["[64,64]", "[128, 128]", "'a,b'"]
     grid = parse_grid(["hyperparams.learning_rate=1e-4,3e-4", "policy_kwargs.net_arch=[64,64],[256,256]"])
@@ -110,7 +110,7 @@ def test_bad_input_exits_2_and_names_the_culprit(argv, message, capsys, tmp_path
 
 # ----------------------------------------------------------------------------------------------- stats
 def test_iqm_and_bootstrap():
-    from kai_drive.distributed.stats import aggregate, bootstrap_ci, iqm
+    from kai_drive.stats import aggregate, bootstrap_ci, iqm
 
     assert iqm([1, 2, 3, 4, 5, 6, 7, 100]) == pytest.approx(np.mean([3, 4, 5, 6]))  # outliers trimmed
     assert iqm([1.0, 2.0, 3.0]) == pytest.approx(2.0)  # < 4 values: the mean
@@ -128,7 +128,7 @@ def baseline_episode(seed: int) -> dict:
     import gymnasium
 
     import kai_drive  # noqa: F401
-    from kai_drive.policies.driving import IDMPurePursuit
+    from kai_drive.experts.driving import IDMPurePursuit
 
     env = gymnasium.make("KaiDrive/LaneKeep-v0",
                          config={"sensors": {"camera": {"enabled": False}, "lidar": {"enabled": False}}})

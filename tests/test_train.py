@@ -148,7 +148,7 @@ def test_short_run_writes_everything_and_resumes(algo, tmp_path, capsys):
         "drive/collision_rate",
         "drive/off_road_rate",
         "drive/lane_offset_rms_m",
-        "drive/speed_mean_mps",
+        "drive/mean_speed_mps",
         "drive/safety_cost",
         "eval/success_rate",
         "eval/route_completion",
@@ -484,7 +484,7 @@ def test_schedules_are_parsed_not_evaluated():
 
 
 def test_wilson_interval():
-    from kai_drive.training.evaluation import wilson_interval
+    from kai_drive.stats import wilson_interval
 
     lo, hi = wilson_interval(50, 50)
     assert hi == 1.0 and lo == pytest.approx(0.9287, abs=1e-3)

@@ -140,7 +140,7 @@ def test_save_weights_is_atomic_and_records_the_renderer(space, tmp_path):
 def test_pretraining_data_files_are_atomic_and_damage_is_named(tmp_path):
     import numpy as np
 
-    from kai_drive.pretrain import _loadz, _savez
+    from kai_drive.perception.pretrain_data import PretrainError, loadz as _loadz, savez as _savez
 
     data = {"episode": np.arange(5), "camera": np.zeros((5, 4, 4, 3), np.uint8), "renderer": np.asarray("tiny")}
     _savez(tmp_path / "data.npz", data)
@@ -149,6 +149,6 @@ def test_pretraining_data_files_are_atomic_and_damage_is_named(tmp_path):
     assert str(back["renderer"]) == "tiny" and np.array_equal(back["episode"], data["episode"])
     raw = (tmp_path / "data.npz").read_bytes()
     (tmp_path / "data.npz").write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(PretrainError) as exc:
         _loadz(tmp_path / "data.npz")
     assert str(tmp_path / "data.npz") in str(exc.value) and "delete it" in str(exc.value)

@@ -4,9 +4,9 @@ Ray is an optional extra (``pip install "kai-drive[ray]"``). Importing this pack
 Ray; the functions that need it call :func:`require_ray`, which says how to install it.
 
 * :func:`map_episodes` -- run independent episode jobs as Ray tasks, results in input order.
-* :mod:`kai_drive.distributed.sweep` -- the engine behind ``python -m kai_drive.sweep``.
-* :mod:`kai_drive.distributed.trial` -- the Ray Tune trial: one ``kai_drive.train`` run per trial.
-* :mod:`kai_drive.distributed.stats` -- mean / IQM with bootstrap intervals (numpy only).
+* :mod:`kai_drive.distributed.sweep` -- ``python -m kai_drive.sweep``: its plan, its Ray Tune engine and the
+  trial (one ``kai_drive.train`` run per trial).
+* :mod:`kai_drive.distributed.watchdog` -- a training that stops cleanly when the Ray worker that started it dies.
 * :mod:`kai_drive.distributed.bench` -- parallel vs serial seeds, scheduling overhead per trial.
 """
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Sequence
 
+from kai_drive.distributed.cluster import ray_session
 
 
 def map_episodes(
@@ -48,8 +49,6 @@ def map_episodes(
     items = list(items)
     if not items:
         return []
-    from kai_drive.distributed.cluster import ray_session
-
     with ray_session(address, num_cpus=num_cpus, what="map_episodes (kai_drive.distributed)"):
         import ray
 
@@ -59,25 +58,29 @@ def map_episodes(
         if runtime_env:
             options["runtime_env"] = runtime_env
         task = ray.remote(fn).options(**options)
-        refs = [task.remote(item) for item in items]
-        index = {ref: i for i, ref in enumerate(refs)}
-        results: list[Any] = [None] * len(refs)
-        pending = list(refs)
-        done = 0
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=min(len(pending), max(1, len(refs) // 20)), timeout=1.0)
-            for ref in ready:
-                i = index[ref]
-                try:
-                    results[i] = ray.get(ref)
-                except Exception as exc:
-                    for other in pending:
-                        ray.cancel(other, force=True)
-                    raise RuntimeError(f"map_episodes: item {i} ({_short(items[i])}) failed: {exc}") from exc
-                done += 1
-            if ready and progress is not None:
-                progress(done, len(refs))
-        return results
+        return _gather(ray, [task.remote(item) for item in items], items, progress)
+
+
+def _gather(ray: Any, refs: list, items: list, progress: Callable[[int, int], None] | None) -> list[Any]:
+    """The results of ``refs`` in their order; the first task error cancels the others and is raised."""
+    index = {ref: i for i, ref in enumerate(refs)}
+    results: list[Any] = [None] * len(refs)
+    pending = list(refs)
+    done = 0
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=min(len(pending), max(1, len(refs) // 20)), timeout=1.0)
+        for ref in ready:
+            i = index[ref]
+            try:
+                results[i] = ray.get(ref)
+            except Exception as exc:
+                for other in pending:
+                    ray.cancel(other, force=True)
+                raise RuntimeError(f"map_episodes: item {i} ({_short(items[i])}) failed: {exc}") from exc
+            done += 1
+        if ready and progress is not None:
+            progress(done, len(refs))
+    return results
 
 
 def serial_map(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:

@@ -10,6 +10,9 @@ See docs/perception.md.
 """
 
 from kai_drive.perception.encoders import EncoderConfig, MultiModalEncoder
+from kai_drive.perception.sb3 import (
+    EncodedVecEnv, PerceptionExtractor, ScaledLRAdam, ShiftCombinedExtractor, attach_encoder, check_lr_scales,
+)
 from kai_drive.perception.spec import SpecMismatchError, canonical_spec
 from kai_drive.perception.weights import load_encoder, resolve_device, shipped_weights
 
@@ -18,12 +21,3 @@ __all__ = [
     "shipped_weights", "PerceptionExtractor", "EncodedVecEnv", "ShiftCombinedExtractor", "attach_encoder",
     "ScaledLRAdam", "check_lr_scales",
 ]
-
-
-def __getattr__(name):  # SB3 imports only when the SB3 helpers are used
-    if name in ("PerceptionExtractor", "EncodedVecEnv", "ShiftCombinedExtractor", "attach_encoder", "ScaledLRAdam",
-                "check_lr_scales"):
-        from kai_drive.perception import sb3
-
-        return getattr(sb3, name)
-    raise AttributeError(f"module 'kai_drive.perception' has no attribute {name!r}")

@@ -15,8 +15,13 @@ import platform
 import sys
 import time
 
+import gymnasium
 import numpy as np
 import torch
+
+import kai_drive  # noqa: F401  (registers the envs)
+from kai_drive.catalog import resolve_env
+from kai_drive.perception.encoders import MultiModalEncoder
 
 
 def bench_encoder(encoder, space, batches=(1, 4, 16, 64, 256), device="cpu", seconds: float = 1.0) -> dict[int, float]:
@@ -58,12 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
-    import gymnasium
-
-    import kai_drive  # noqa: F401
-    from kai_drive.catalog import resolve_env
-    from kai_drive.perception.encoders import MultiModalEncoder
-
     if args.threads:
         torch.set_num_threads(args.threads)
     env = gymnasium.make(resolve_env(args.env)[0])

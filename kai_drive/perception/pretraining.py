@@ -1,10 +1,7 @@
-"""Self-supervised pretraining of the multi-modal encoder: data collection + ATC-style training.
+"""Self-supervised pretraining of the multi-modal encoder: the ATC-style objective and its trainer.
 
-Data: a scripted lane follower (privileged P-controller, :func:`kai_drive.snapshot.lane_follower`'s
-law) with perturbations — a wandering lateral set-point, steering noise and steering bursts, a random
-target speed per episode — so the frames cover off-centre and misaligned states. Domain randomisation
-is done through env config overrides drawn per collection env (camera/lidar noise, camera pitch...);
-colour and light randomisation do not exist in the env yet.
+The recipe is :mod:`kai_drive.perception.pretrain_recipe`, the data :mod:`kai_drive.perception.pretrain_data`,
+the run folder (``python -m kai_drive.pretrain``) :mod:`kai_drive.perception.pretrain_run`.
 
 Objective (no labels):
 
@@ -21,217 +18,17 @@ Privileged labels are otherwise only stored for the linear probes (:mod:`kai_dri
 from __future__ import annotations
 
 import copy
-import datetime as _dt
-import json
-import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 from torch.nn import functional as F
 
-from kai_drive.perception.encoders import EncoderConfig, MultiModalEncoder
-
-log = logging.getLogger(__name__)
-
-#: road seeds of the held-out probe roads (never drawn by collection, which uses [0, 2**30))
-PROBE_ROAD_SEED_BASE = 2**30 + 2**29 + 2**28
-LABELS = ("lateral_offset_m", "heading_error_rad", "edge_distance_m", "speed_mps")
+from kai_drive.perception.encoders import MultiModalEncoder
+from kai_drive.perception.pretrain_recipe import TrainRecipe
 
 
-# ---------------------------------------------------------------------------------------------
-# recipe
-# ---------------------------------------------------------------------------------------------
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class CollectRecipe(_Strict):
-    episodes: int = Field(40, ge=1, description="training episodes (road seeds drawn in [0, 2**30))")
-    max_steps: int = Field(300, ge=2, description="control steps per episode at most")
-    randomized_envs: int = Field(8, ge=1, description="distinct domain-randomised env configs (episodes spread over them)")
-    speed_mps: tuple[float, float] = Field((5.0, 14.0), description="target speed drawn per episode")
-    target_offset_m: float = Field(1.0, ge=0, description="the driver tracks a wandering lateral set-point in +- this")
-    setpoint_steps: tuple[int, int] = Field((20, 60), description="steps between new lateral set-points")
-    steer_noise: float = Field(0.05, ge=0, description="Gaussian noise on the steering command, action units")
-    burst_prob: float = Field(0.03, ge=0, le=1, description="per-step chance a steering burst starts")
-    burst_steer: float = Field(0.35, ge=0, le=1, description="burst steering offset drawn in +- this")
-    burst_steps: tuple[int, int] = Field((4, 12), description="burst length range, steps")
-    env_overrides: dict[str, Any] = Field(default_factory=lambda: {"task.terminate_on_lane_invasion": False},
-                                          description="config overrides of every collection env")
-    randomize: dict[str, tuple[float, float]] = Field(
-        default_factory=lambda: {"sensors.camera.noise_std": (0.0, 6.0), "sensors.lidar.noise_std": (0.0, 0.01)},
-        description="dotted config key -> uniform range, drawn per randomised env")
-    probe_episodes: int = Field(8, ge=1, description="held-out probe episodes (clean sensors, other road seeds)")
-
-    @model_validator(mode="after")
-    def _ranges(self):
-        for name in ("speed_mps", "setpoint_steps", "burst_steps"):
-            lo, hi = getattr(self, name)
-            if lo > hi:
-                raise ValueError(f"{name}: low {lo} > high {hi}")
-        for key, (lo, hi) in self.randomize.items():
-            if lo > hi:
-                raise ValueError(f"randomize.{key}: low {lo} > high {hi}")
-        return self
-
-
-class TrainRecipe(_Strict):
-    iterations: int = Field(2000, ge=1)
-    batch_size: int = Field(128, ge=2)
-    lr: float = Field(3e-4, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    k_max: int = Field(3, ge=1, description="positive = frame t+k, k in 1..k_max")
-    pad: int = Field(4, ge=0, description="random shift: pad (replicate) then random crop back")
-    temperature: float = Field(0.1, gt=0, description="cross-modal InfoNCE temperature")
-    ema: float = Field(0.01, gt=0, le=1, description="target <- (1-ema) target + ema online, per step")
-    latent_dim: int = Field(64, ge=4)
-    lidar_noise: float = Field(0.01, ge=0, description="augmentation: Gaussian noise on lidar ranges")
-    lidar_beam_dropout: float = Field(0.02, ge=0, le=1, description="augmentation: beams set to 1.0 (no hit)")
-    w_temporal_camera: float = Field(1.0, ge=0)
-    w_temporal_lidar: float = Field(1.0, ge=0)
-    w_temporal_fused: float = Field(1.0, ge=0)
-    w_cross_modal: float = Field(1.0, ge=0)
-    aux_privileged_weight: float = Field(0.0, ge=0, description="OFF by default: supervised lateral/heading head")
-    log_every: int = Field(20, ge=1)
-    checkpoint_every: int = Field(250, ge=1)
-    threads: int = Field(0, ge=0, description="torch CPU threads (0: torch default)")
-
-
-class ProbeRecipe(_Strict):
-    train_frames: int = Field(6000, ge=10, description="probe fit frames drawn from the training data")
-    val_fraction: float = Field(0.2, gt=0, lt=1, description="last episodes of the fit set choose the ridge penalty")
-
-
-class PretrainRecipe(_Strict):
-    env: str = "lane-keep"
-    seed: int = 0
-    device: str = "auto"
-    encoder: dict[str, Any] = Field(default_factory=dict, description="EncoderConfig fields")
-    collect: CollectRecipe = CollectRecipe()
-    train: TrainRecipe = TrainRecipe()
-    probe: ProbeRecipe = ProbeRecipe()
-
-    @model_validator(mode="after")
-    def _encoder(self):
-        EncoderConfig.from_dict(self.encoder)  # raises naming unknown keys
-        return self
-
-
-def load_recipe(path: str | Path) -> PretrainRecipe:
-    """Read a recipe YAML (safe_load) and validate it; errors name the file and the key."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML: {e}") from e
-    try:
-        return PretrainRecipe.model_validate(data)
-    except Exception as e:  # pydantic.ValidationError lists the keys
-        raise ValueError(f"{path}: invalid pretraining recipe:\n{e}") from e
-
-
-# ---------------------------------------------------------------------------------------------
-# data collection
-# ---------------------------------------------------------------------------------------------
-class PerturbedDriver:
-    """Privileged P-controller tracking a wandering lateral set-point, with noise and steering bursts."""
-
-    def __init__(self, c: CollectRecipe, rng: np.random.Generator) -> None:
-        self.c, self.rng = c, rng
-        self.reset()
-
-    def reset(self) -> None:
-        c, rng = self.c, self.rng
-        self.speed = float(rng.uniform(*c.speed_mps))
-        self.setpoint, self.next_setpoint, self.burst_left, self.burst = 0.0, 0, 0, 0.0
-
-    def act(self, info: dict) -> np.ndarray:
-        c, rng = self.c, self.rng
-        self.next_setpoint -= 1
-        if self.next_setpoint <= 0:
-            self.setpoint = float(rng.uniform(-c.target_offset_m, c.target_offset_m))
-            self.next_setpoint = int(rng.integers(c.setpoint_steps[0], c.setpoint_steps[1] + 1))
-        if self.burst_left <= 0 and rng.random() < c.burst_prob:
-            self.burst_left = int(rng.integers(c.burst_steps[0], c.burst_steps[1] + 1))
-            self.burst = float(rng.uniform(-c.burst_steer, c.burst_steer))
-        err = info.get("lateral_offset_m", 0.0) - self.setpoint
-        steer = -0.6 * err - 1.5 * info.get("heading_error_rad", 0.0) + rng.normal(0.0, c.steer_noise)
-        if self.burst_left > 0:
-            steer += self.burst
-            self.burst_left -= 1
-        throttle = float(np.clip(0.5 * (self.speed - info.get("speed_mps", 0.0)), -1.0, 1.0))
-        return np.clip(np.array([steer, throttle], dtype=np.float32), -1.0, 1.0)
-
-
-def _edge_distance(task, lateral_offset_m: float) -> float:
-    """Distance (m) from the car's centre to the nearer edge body's inner face."""
-    d_road = lateral_offset_m + task.lane_offset
-    return float(task.layout.edge_offset_m - abs(d_road))
-
-
-def collect(recipe: PretrainRecipe, episodes: int, road_seeds: list[int], randomize: bool,
-            seed: int, progress: bool = True) -> dict[str, np.ndarray]:
-    """Drive ``episodes`` episodes; returns arrays: observation keys, labels, ``episode``, ``step``, and
-    ``renderer`` (a 0-d string array: the renderer that made the images, "tiny", "egl" or "opengl")."""
-    import gymnasium
-    from tqdm import tqdm
-
-    import kai_drive  # noqa: F401  (registers the envs)
-    from kai_drive.catalog import resolve_env
-
-    c = recipe.collect
-    env_id, _ = resolve_env(recipe.env)
-    rng = np.random.default_rng(seed)
-    n_cfg = min(c.randomized_envs, episodes) if randomize else 1
-    per_cfg = np.array_split(np.arange(episodes), n_cfg)
-    buf: dict[str, list] = {}
-    renderers: set[str] = set()
-    bar = tqdm(total=episodes, desc="collect" + (" (randomised)" if randomize else " (probe roads)"),
-               disable=not progress, unit="ep")
-    for idxs in per_cfg:
-        cfg = dict(c.env_overrides)
-        if randomize:
-            for key, (lo, hi) in c.randomize.items():
-                cfg[key] = float(rng.uniform(lo, hi))
-        env = gymnasium.make(env_id, config=cfg)
-        renderers.add(str(env.unwrapped.renderer))
-        task = env.unwrapped.task
-        driver = PerturbedDriver(c, rng)
-        for ep in idxs:
-            obs, info = env.reset(seed=int(rng.integers(2**31 - 1)), options={"road_seed": int(road_seeds[ep])})
-            driver.reset()
-            for step in range(c.max_steps):
-                for k, v in obs.items():
-                    buf.setdefault(k, []).append(v)
-                lat = float(info["lateral_offset_m"])
-                labels = {"lateral_offset_m": lat, "heading_error_rad": float(info["heading_error_rad"]),
-                          "edge_distance_m": _edge_distance(task, lat), "speed_mps": float(info["speed_mps"])}
-                for k, v in labels.items():
-                    buf.setdefault(k, []).append(v)
-                buf.setdefault("episode", []).append(int(ep))
-                buf.setdefault("step", []).append(step)
-                obs, _, term, trunc, info = env.step(driver.act(info))
-                if term or trunc:
-                    break
-            bar.update(1)
-        env.close()
-    bar.close()
-    out = {}
-    for k, v in buf.items():
-        arr = np.stack(v) if isinstance(v[0], np.ndarray) else np.asarray(v)
-        out[k] = arr.astype(np.float32) if k in LABELS else arr
-    out["renderer"] = np.asarray("+".join(sorted(renderers)))
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# training
-# ---------------------------------------------------------------------------------------------
 def random_shift(img: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """DrQ random shift: replicate-pad ``pad`` pixels, crop back at a random offset per sample.
 
@@ -419,16 +216,3 @@ class PairSampler:
 def batch_from(data: dict[str, torch.Tensor], idx: np.ndarray, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
     ii = torch.as_tensor(idx)
     return {k: data[k][ii] for k in keys}
-
-
-def utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def save_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (temporary name, then ``os.replace``)."""
-    from kai_drive.perception.weights import atomic_write
-
-    text = json.dumps(obj, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)) + "\n"
-    atomic_write(path, lambda tmp: tmp.write_text(text))
-

@@ -32,6 +32,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, Combine
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from kai_drive.perception.encoders import EncoderConfig, MultiModalEncoder, obs_to_tensors
+from kai_drive.perception.pretraining import random_shift
 from kai_drive.perception.weights import load_encoder, resolve_device
 
 
@@ -248,8 +249,6 @@ class ShiftCombinedExtractor(CombinedExtractor):
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.training and self.pad > 0:
-            from kai_drive.perception.pretraining import random_shift
-
             observations = {
                 k: random_shift(v.float(), self.pad) if k in self.image_keys else v for k, v in observations.items()
             }

@@ -28,29 +28,24 @@ observations, while ours act on privileged simulator state inside the env.
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Callable
 from typing import Any
 
 import gymnasium
 import numpy as np
+import torch
+
+from kai_drive.perception.pretraining import random_shift
+from kai_drive.perception.sb3 import ScaledLRAdam
+from kai_drive.training.algos import EXPERTS
 
 __all__ = ["EXPERTS", "ExpertLabels", "make_expert", "collect", "fit_bc", "run_imitation"]
-
-#: recipe name -> (module, class); the class takes the env and has ``act(obs)`` or ``__call__(obs)``,
-#: optionally ``reset()`` and ``acting() -> bool``
-EXPERTS: dict[str, tuple[str, str]] = {
-    "scripted-grasp": ("kai_drive.policies.grasp", "ScriptedGraspPolicy"),
-    "idm-pure-pursuit": ("kai_drive.policies.driving", "IDMPurePursuit"),
-}
-
 
 def make_expert(name: str, env: gymnasium.Env) -> Any:
     if name not in EXPERTS:
         raise ValueError(f"unknown expert {name!r}; known: {sorted(EXPERTS)}")
-    module, cls = EXPERTS[name]
-    return getattr(importlib.import_module(module), cls)(env)
+    return EXPERTS[name](env)
 
 
 class ExpertLabels(gymnasium.Wrapper):
@@ -142,25 +137,9 @@ def collect(
     ep_returns: list[float] = []
     while done_eps < episodes:
         if cut_idle and not acting.all():
-            for i in np.flatnonzero(~acting):
-                o, info = venv.env_method("reset", indices=[int(i)])[0]
-                if isinstance(obs, dict):
-                    for k in obs:
-                        obs[k][i] = o[k]
-                else:
-                    obs[i] = o
-                labels[i], acting[i] = info["expert_action"], info["expert_acting"]
-                done_eps += 1
-                returns[i] = 0.0
+            done_eps += _reset_idle(venv, obs, labels, acting, returns)
             continue
-        if expert_drives:
-            act = labels.copy()
-        else:
-            act, _ = policy.predict(obs, deterministic=True)
-        if noise_std > 0:
-            act = act + rng.normal(0.0, noise_std, size=act.shape)
-        low, high = venv.action_space.low, venv.action_space.high
-        act = np.clip(act, low, high).astype(np.float32)
+        act = _action(venv, policy, obs, labels if expert_drives else None, noise_std, rng)
         for i in range(n):
             if acting[i]:
                 data.add(_index(obs, i), labels[i])
@@ -188,6 +167,35 @@ def collect(
     }
 
 
+def _action(venv: Any, policy: Any, obs: Any, labels: np.ndarray | None, noise_std: float,
+            rng: np.random.Generator) -> np.ndarray:
+    """The executed actions: the expert's ``labels`` (when it drives) or the policy's deterministic ones,
+    plus Gaussian ``noise_std``, clipped to the action space."""
+    if labels is not None:
+        act = labels.copy()
+    else:
+        act, _ = policy.predict(obs, deterministic=True)
+    if noise_std > 0:
+        act = act + rng.normal(0.0, noise_std, size=act.shape)
+    low, high = venv.action_space.low, venv.action_space.high
+    return np.clip(act, low, high).astype(np.float32)
+
+
+def _reset_idle(venv: Any, obs: Any, labels: np.ndarray, acting: np.ndarray, returns: np.ndarray) -> int:
+    """Reset (in place) every env that stopped using actions; returns how many."""
+    idle = np.flatnonzero(~acting)
+    for i in idle:
+        o, info = venv.env_method("reset", indices=[int(i)])[0]
+        if isinstance(obs, dict):
+            for k in obs:
+                obs[k][i] = o[k]
+        else:
+            obs[i] = o
+        labels[i], acting[i] = info["expert_action"], info["expert_acting"]
+        returns[i] = 0.0
+    return len(idle)
+
+
 # ---------------------------------------------------------------------------------------------
 # behaviour cloning
 # ---------------------------------------------------------------------------------------------
@@ -196,10 +204,6 @@ def _augment(obs_t: Any, pad: int) -> Any:
     stay pixel-aligned)."""
     if pad <= 0 or not isinstance(obs_t, dict):
         return obs_t
-    import torch
-
-    from kai_drive.perception.pretraining import random_shift
-
     keys = [k for k, v in obs_t.items() if v.dim() in (3, 4) and v.shape[-1] > 8 and v.shape[-2] > 8]
     if not keys:
         return obs_t
@@ -228,10 +232,6 @@ def fit_bc(
 ) -> list[float]:
     """Regress ``policy``'s mean action (an SB3 ``ActorCriticPolicy``) onto the data set's expert
     actions; returns the mean loss of each epoch."""
-    import torch
-
-    from kai_drive.perception.sb3 import ScaledLRAdam
-
     obs, actions = data.arrays()
     n = len(actions)
     params = [p for p in policy.parameters() if p.requires_grad]
@@ -266,8 +266,6 @@ def run_imitation(model: Any, make_venv: Callable[[], Any], settings: Any, seed:
                   log: Callable[[str], None] = print, logger: Any = None) -> list[dict[str, Any]]:
     """Demonstrations, BC and DAgger rounds on ``model.policy`` per ``settings`` (a recipe's
     ``imitation`` section); ``make_venv()`` builds the labelling VecEnv. Returns one record per round."""
-    import torch
-
     rng = np.random.default_rng(seed)
     data = Dataset()
     history: list[dict[str, Any]] = []

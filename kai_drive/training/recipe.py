@@ -22,6 +22,7 @@ through whitelists (:data:`ACTIVATIONS`, :data:`OPTIMIZERS`). Every key is check
 from __future__ import annotations
 
 import copy
+import difflib
 import inspect
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,72 +32,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kai_drive.config import SpecError, deep_merge, dotted_to_nested
+from kai_drive.catalog import catalog_dir
+from kai_drive.training.algos import (
+    ACTIVATIONS, ALGOS, EXPERTS, EXTRACTORS, OFF_POLICY, OPTIMIZERS, activations, algorithms, encoder_lr_scale,
+    extractors, optimizers,
+)
 
 
 class RecipeError(ValueError):
     """A recipe file, a ``--set`` override or a run's config.yaml is invalid; the message names it."""
 
-
-# ---------------------------------------------------------------------------------------------
-# whitelists: names in YAML -> Python objects
-# ---------------------------------------------------------------------------------------------
-def _activations() -> dict[str, Any]:
-    from torch import nn
-
-    return {
-        "tanh": nn.Tanh,
-        "relu": nn.ReLU,
-        "elu": nn.ELU,
-        "leaky_relu": nn.LeakyReLU,
-        "gelu": nn.GELU,
-        "silu": nn.SiLU,
-        "selu": nn.SELU,
-    }
-
-
-def _optimizers() -> dict[str, Any]:
-    import torch
-
-    return {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}
-
-
-def _extractors() -> dict[str, Any]:
-    from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor
-
-    from kai_drive.perception.sb3 import PerceptionExtractor, ShiftCombinedExtractor
-
-    return {
-        "perception": PerceptionExtractor,
-        "combined": CombinedExtractor,
-        "combined_shift": ShiftCombinedExtractor,
-        "flatten": FlattenExtractor,
-    }
-
-
-def _encoder_lr_scale(policy_kwargs: dict[str, Any]) -> float:
-    """``features_extractor_kwargs.lr_scale`` of a ``perception`` extractor (1.0 when absent)."""
-    if policy_kwargs.get("features_extractor_class") != "perception":
-        return 1.0
-    return float((policy_kwargs.get("features_extractor_kwargs") or {}).get("lr_scale", 1.0))
-
-
-ACTIVATIONS = ("tanh", "relu", "elu", "leaky_relu", "gelu", "silu", "selu")
-OPTIMIZERS = ("adam", "adamw", "rmsprop")
-#: ``perception`` = kai_drive.perception's camera/lidar/state encoders (docs/perception.md);
-#: ``combined`` = SB3's default for Dict observations (NatureCNN + flatten); ``combined_shift`` = the same
-#: with DrQ random-shift augmentation of images during updates; ``flatten`` = flatten all
-EXTRACTORS = ("perception", "combined", "combined_shift", "flatten")
-
-
-def algorithms() -> dict[str, Any]:
-    """``--algo`` name -> SB3 class."""
-    from stable_baselines3 import PPO, SAC, TD3
-
-    return {"ppo": PPO, "sac": SAC, "td3": TD3}
-
-
-ALGOS = ("ppo", "sac", "td3")
-OFF_POLICY = ("sac", "td3")
 
 #: constructor arguments the CLI owns; a recipe may not set them in ``hyperparams``
 _RESERVED_HYPERPARAMS = {
@@ -166,7 +111,7 @@ class ImitationSettings(_Strict):
     (:mod:`kai_drive.training.imitation`). The expert reads simulator state; the policy only sees
     observations. Runs once, before the first RL step (not again on ``--resume``); on-policy only."""
 
-    expert: str = Field(..., description="scripted expert (kai_drive.training.imitation.EXPERTS): scripted-grasp | idm-pure-pursuit")
+    expert: str = Field(..., description="scripted expert (kai_drive.training.algos.EXPERTS): scripted-grasp | idm-pure-pursuit")
     episodes: int = Field(200, ge=1, description="expert-driven demonstration episodes")
     demo_noise_std: float = Field(0.0, ge=0, le=2, description="Gaussian noise on the expert's executed actions (DART)")
     dagger_rounds: int = Field(2, ge=0, le=50, description="DAgger rounds after the demonstrations")
@@ -185,8 +130,6 @@ class ImitationSettings(_Strict):
     @field_validator("expert")
     @classmethod
     def _known_expert(cls, value: str) -> str:
-        from kai_drive.training.imitation import EXPERTS
-
         if value not in EXPERTS:
             raise ValueError(f"expert {value!r} is not one of {sorted(EXPERTS)}")
         return value
@@ -261,7 +204,7 @@ class Recipe(_Strict):
             )
         if "features_extractor" in value:
             raise ValueError("features_extractor (an instance) cannot come from YAML; use features_extractor_class")
-        if _encoder_lr_scale(value) != 1.0 and value.get("optimizer_class", "adam") != "adam":
+        if encoder_lr_scale(value) != 1.0 and value.get("optimizer_class", "adam") != "adam":
             raise ValueError(
                 "features_extractor_kwargs.lr_scale needs Adam (kai_drive's ScaledLRAdam); "
                 f"optimizer_class {value['optimizer_class']!r} would ignore it"
@@ -434,8 +377,6 @@ def check_algo_args(recipe: Recipe, algo: str, source: str, prefix: str = "") ->
 
 
 def _close(key: str, choices: list[str]) -> str:
-    import difflib
-
     close = difflib.get_close_matches(key, choices, n=1, cutoff=0.6)
     return f" Did you mean '{close[0]}'?" if close else ""
 
@@ -452,8 +393,6 @@ def load_recipe(
 
     The file is validated on its own first (so its mistakes are blamed on it), then with ``overrides``.
     """
-    from kai_drive.catalog import catalog_dir
-
     if algo not in ALGOS:
         raise RecipeError(f"unknown algorithm {algo!r}; choose one of {', '.join(ALGOS)}")
     path = Path(recipe_file) if recipe_file else catalog_dir("agents") / f"{algo}.yaml"
@@ -508,15 +447,15 @@ def algo_kwargs(recipe: Recipe, algo: str) -> dict[str, Any]:
         kwargs[key] = value
     pk = copy.deepcopy(recipe.policy_kwargs)
     if "activation_fn" in pk:
-        pk["activation_fn"] = _activations()[pk["activation_fn"]]
+        pk["activation_fn"] = activations()[pk["activation_fn"]]
     if "optimizer_class" in pk:
-        pk["optimizer_class"] = _optimizers()[pk["optimizer_class"]]
-    if _encoder_lr_scale(pk) != 1.0:  # a fine-tuned encoder with its own learning rate: per-group Adam
+        pk["optimizer_class"] = optimizers()[pk["optimizer_class"]]
+    if encoder_lr_scale(pk) != 1.0:  # a fine-tuned encoder with its own learning rate: per-group Adam
         from kai_drive.perception.sb3 import ScaledLRAdam
 
         pk["optimizer_class"] = ScaledLRAdam
     if "features_extractor_class" in pk:
-        pk["features_extractor_class"] = _extractors()[pk["features_extractor_class"]]
+        pk["features_extractor_class"] = extractors()[pk["features_extractor_class"]]
     if pk:
         kwargs["policy_kwargs"] = pk
     return kwargs
@@ -563,14 +502,10 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
 
 
 __all__ = [
-    "ACTIVATIONS",
-    "ALGOS",
-    "OFF_POLICY",
     "Recipe",
     "RecipeError",
     "SpecError",
     "algo_kwargs",
-    "algorithms",
     "env_config_for",
     "flat_config",
     "load_recipe",

@@ -1,4 +1,4 @@
-"""RL ablation: does pretrained perception help? ``python -m kai_drive.perception.ablation``.
+"""RL ablation: does pretrained perception help? ``python -m kai_drive.experiments.ablation``.
 
 Trains lane-keep with PPO (agents/ppo.yaml's default recipe and hyperparameters, camera + lidar + state, no privileged
 inputs) under the same env-step budget, for each arm and seed, through the ordinary training CLI (one run
@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from kai_drive.stats import wilson_interval
+from kai_drive.stats import two_level_bootstrap, wilson_interval
+from kai_drive.training.runs import RunFolder
 
 #: recipe overrides (``--set`` syntax) per arm, on top of agents/ppo.yaml's lane-keep recipe
 ARMS: dict[str, list[str]] = {
@@ -93,21 +94,6 @@ DEFAULT_ARMS = ("scratch", "scratch_shift", "frozen", "finetune")
 COMMON = ["env_config.sensors.camera.enabled=true", "eval.freq=0"]
 
 
-def two_level_bootstrap(per_seed: list[list[float]], n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95 % percentile CI of the mean over seeds of per-seed means, resampling seeds and then the episodes
-    within each drawn seed (so both seed-to-seed and episode-to-episode variation count)."""
-    rng = np.random.default_rng(seed)
-    arrays = [np.asarray(x, float) for x in per_seed if len(x)]
-    if not arrays:
-        return (float("nan"), float("nan"))
-    stats = np.empty(n_boot)
-    for b in range(n_boot):
-        picks = rng.integers(0, len(arrays), len(arrays))
-        stats[b] = np.mean([rng.choice(arrays[i], len(arrays[i])).mean() for i in picks])
-    lo, hi = np.percentile(stats, [2.5, 97.5])
-    return float(lo), float(hi)
-
-
 #: the keys of each run's and arm's "failures" count ("other": failed with none of the four, e.g. still running)
 FAILURE_MODES = ("lane_invasion", "collision", "off_road", "time_out", "other")
 
@@ -132,10 +118,16 @@ def failure_mode(episode: dict[str, Any]) -> str | None:
     return "other"
 
 
+def finished_runs(folder: Path) -> list[RunFolder]:
+    """The lane-keep PPO runs under ``folder`` (an arm's seed) that wrote their final evaluation, oldest first."""
+    return [r for r in RunFolder.all_in(folder, "ppo", "lane-keep") if r.file(RunFolder.FINAL_EVAL).is_file()]
+
+
 def run_arm(arm: str, seed: int, out: Path, timesteps: int, episodes: int, extra: list[str]) -> dict[str, Any]:
+    """Train one arm at one seed (``python -m kai_drive.train`` in a subprocess: a fresh process per run, as
+    the wall clock is a result) unless a finished run is there already; its successes, failures, wall clock."""
     folder = out / arm / f"seed{seed}"
-    runs = sorted(folder.glob("lane-keep/ppo_*"))
-    done = [r for r in runs if (r / "final_eval.json").is_file()]
+    done = finished_runs(folder)
     if not done:
         sets = ARMS[arm] + COMMON + [f"eval.final_episodes={episodes}"] + extra
         cmd = [sys.executable, "-m", "kai_drive.train", "--env", "lane-keep", "--seed", str(seed),
@@ -144,14 +136,12 @@ def run_arm(arm: str, seed: int, out: Path, timesteps: int, episodes: int, extra
             cmd += ["--set", s]
         print(f"[{time.strftime('%H:%M:%S')}] {arm} seed {seed}: {' '.join(cmd[1:])}", flush=True)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        runs = sorted(folder.glob("lane-keep/ppo_*"))
-        done = [r for r in runs if (r / "final_eval.json").is_file()]
+        done = finished_runs(folder)
     run = done[-1]
-    ev = json.loads((run / "final_eval.json").read_text())
-    status = json.loads((run / "status.json").read_text())
+    ev, status = run.final_eval(), run.status()
     flags = [float(_succeeded(e)) for e in ev["per_episode"]]
     return {
-        "arm": arm, "seed": seed, "run": str(run), "timesteps": status["timesteps"],
+        "arm": arm, "seed": seed, "run": str(run.path), "timesteps": status["timesteps"],
         "train_wall_time_s": status["train_wall_time_s"], "successes": int(sum(flags)), "episodes": len(flags),
         "success_flags": flags, "route_completion_mean": ev.get("route_completion_mean"),
         "failures": {m: sum(failure_mode(e) == m for e in ev["per_episode"]) for m in FAILURE_MODES},
@@ -206,7 +196,7 @@ def markdown(arms: dict[str, Any], timesteps: int, episodes: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m kai_drive.perception.ablation", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m kai_drive.experiments.ablation", description=__doc__.split("\n")[0])
     p.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS), choices=list(ARMS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--timesteps", type=int, default=30_000, help="env steps per run (the fixed budget)")
@@ -219,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for seed in args.seeds:  # seed-major: an interrupted ablation has every arm at the same seeds
         for arm in args.arms:
-            if args.summary_only and not list((args.out / arm / f"seed{seed}").glob("lane-keep/ppo_*/final_eval.json")):
+            if args.summary_only and not finished_runs(args.out / arm / f"seed{seed}"):
                 print(f"  {arm} seed {seed}: not run")
                 continue
             r = run_arm(arm, seed, args.out, args.timesteps, args.episodes, args.set)

@@ -1,4 +1,4 @@
-"""Run a :class:`kai_drive.sweep.SweepPlan` with Ray Tune and write the summary.
+"""Run a :class:`kai_drive.distributed.sweep.plan.SweepPlan` with Ray Tune and write the summary.
 
 Sweep folder (``runs/sweeps/<name>/``)::
 
@@ -23,7 +23,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kai_drive.distributed.trial import train_trial, trial_name
+import yaml
+
+from kai_drive.distributed.cluster import ray_session, resolve_address
+from kai_drive.distributed.sweep.trial import train_trial, trial_name, trial_overrides
+from kai_drive.stats import aggregate
+from kai_drive.training.runs import RunFolder, write_json, write_text
 
 
 def _resources(plan: Any, cluster: dict) -> dict[str, float]:
@@ -91,8 +96,6 @@ class Progress:
 def run_sweep(plan: Any, command: str) -> int:
     from ray import tune
 
-    from kai_drive.distributed.cluster import ray_session, resolve_address
-    from kai_drive.training.runs import write_json
 
     sweep_dir: Path = plan.sweep_dir
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -185,8 +188,6 @@ def _collect(grid: Any, sweep_dir: Path, plan: Any) -> list[dict]:
         for r in grid:
             m = dict(r.metrics or {})
             cfg = dict(r.config or {})
-            from kai_drive.distributed.trial import trial_overrides
-
             over, seed = trial_overrides(cfg)
             name = m.get("trial") or (cfg["_trial"]["name"] if "_trial" in cfg else Path(r.path).name)
             if r.error is not None:
@@ -215,8 +216,6 @@ def _value(m: dict, key: str) -> float:
 
 
 def write_summary(plan: Any, results: list[dict], command: str, wall_s: float, incomplete: bool) -> dict:
-    from kai_drive.distributed.stats import aggregate
-    from kai_drive.training.runs import write_json, write_text
 
     sweep_dir: Path = plan.sweep_dir
     groups: dict[str, dict] = {}
@@ -278,14 +277,11 @@ def write_summary(plan: Any, results: list[dict], command: str, wall_s: float, i
 
 def write_best_recipe(plan: Any, config: dict) -> Path | None:
     """The recipe a best-configuration run actually trained with (its config.yaml), keyed by env id."""
-    import yaml
-
-    from kai_drive.training.runs import write_text
 
     for run_dir in config["run_dirs"]:
-        cfg_path = Path(run_dir or "") / "config.yaml"
-        if cfg_path.is_file():
-            cfg = yaml.safe_load(cfg_path.read_text())
+        run = RunFolder(run_dir or "")
+        if run.is_run():
+            cfg = run.config()
             path = plan.sweep_dir / "best_recipe.yaml"
             head = (f"# best configuration of sweep {plan.sweep_dir.name} ({plan.metric}): {json.dumps(config['overrides'])}\n"
                     f"# recipe as trained in {run_dir}\n"

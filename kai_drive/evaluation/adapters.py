@@ -1,4 +1,4 @@
-"""What the evaluator drives: a policy is anything with ``__call__(obs) -> action`` (numpy).
+"""Policy adapters: what the evaluator drives is anything with ``__call__(obs) -> action`` (numpy).
 
 :func:`as_policy` wraps what a user has:
 
@@ -8,8 +8,8 @@
 * any callable ``obs -> action`` -> :class:`CallablePolicy` (not differentiable: attacks and attribution
   maps are skipped with a note).
 
-:func:`load_run` reads a training run folder (``runs/<alias>/<algo>_<n>/``: ``config.yaml``,
-``final_model.zip`` or ``best_model.zip``, ``vecnormalize.pkl``) and returns an :class:`SB3Policy` whose
+:func:`load_run` reads a training run folder (:class:`~kai_drive.training.runs.RunFolder`: ``config.yaml``,
+``final_model.zip`` or ``best_model.zip`` and their VecNormalize stats) and returns an :class:`SB3Policy` whose
 ``env_config`` is the run's (e.g. the camera disabled), which the evaluator applies to the env.
 :func:`scripted_policy` is the privileged IDM + pure-pursuit (driving) or scripted grasp baseline.
 """
@@ -20,7 +20,17 @@ import pickle
 from pathlib import Path
 from typing import Any, Callable
 
+import gymnasium
 import numpy as np
+import torch
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+from kai_drive.catalog import task_family
+from kai_drive.experts.driving import IDMPurePursuit
+from kai_drive.experts.grasp import ScriptedGraspPolicy
+from kai_drive.perception.sb3 import attach_encoder
+from kai_drive.training.algos import LOADABLE, algorithm
+from kai_drive.training.runs import RunFolder, check_run_renderer
 
 __all__ = ["EvalPolicy", "CallablePolicy", "SB3Policy", "as_policy", "load_run", "load_model", "scripted_policy"]
 
@@ -69,13 +79,9 @@ class _Scripted(EvalPolicy):
 
     def reset(self, env: Any) -> None:
         if self.kind == "driving":
-            from kai_drive.policies.driving import IDMPurePursuit
-
             if self._impl is None or self._impl.env is not env.unwrapped:
                 self._impl = IDMPurePursuit(env)
         else:
-            from kai_drive.policies.grasp import ScriptedGraspPolicy
-
             if self._impl is None or self._impl.env is not env:
                 self._impl = ScriptedGraspPolicy(env)
             self._impl.reset()
@@ -89,7 +95,7 @@ class _Scripted(EvalPolicy):
 
 def scripted_policy(env_id: str) -> EvalPolicy:
     """The scripted (privileged) baseline for ``env_id``: IDM + pure pursuit, or the scripted grasp."""
-    return _Scripted("grasp" if "grasp" in env_id.lower() else "driving")
+    return _Scripted(task_family(env_id))
 
 
 class SB3Policy(EvalPolicy):
@@ -107,8 +113,6 @@ class SB3Policy(EvalPolicy):
 
     def __init__(self, model: Any, vecnormalize: Any = None, env_config: dict | None = None,
                  frame_stack: int = 1, name: str | None = None) -> None:
-        import torch
-
         self.model = model
         self.torch = torch
         self.env_config = dict(env_config or {})
@@ -199,19 +203,11 @@ def as_policy(obj: Any, name: str | None = None) -> EvalPolicy:
     """Wrap an SB3 model, an :class:`EvalPolicy` or a callable ``obs -> action``."""
     if isinstance(obj, EvalPolicy):
         return obj
-    try:
-        from stable_baselines3.common.base_class import BaseAlgorithm
-
-        if isinstance(obj, BaseAlgorithm):
-            return SB3Policy(obj, name=name)
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(obj, BaseAlgorithm):
+        return SB3Policy(obj, name=name)
     if callable(obj):
         return CallablePolicy(obj, name=name)
     raise TypeError(f"policy must be an SB3 model, an EvalPolicy or a callable obs -> action, got {type(obj).__name__}")
-
-
-_ALGOS = {"ppo": "PPO", "sac": "SAC", "td3": "TD3", "a2c": "A2C", "ddpg": "DDPG"}
 
 
 def load_model(path: str | Path, algo: str | None = None, vecnormalize: str | Path | None = None,
@@ -221,15 +217,11 @@ def load_model(path: str | Path, algo: str | None = None, vecnormalize: str | Pa
 
     ``encoder`` (a recipe's ``encoder:`` section, with ``env_id``): the model was trained on frozen
     embeddings; the encoder is put back in front of it (:func:`kai_drive.perception.sb3.attach_encoder`)."""
-    import stable_baselines3 as sb3
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"--model {path}: no such file (an SB3 .zip saved by model.save)")
-    algo = (algo or next((a for a in _ALGOS if a in str(path).lower()), "ppo")).lower()
-    if algo not in _ALGOS:
-        raise ValueError(f"unknown algo {algo!r}; one of {sorted(_ALGOS)}")
-    model = getattr(sb3, _ALGOS[algo]).load(str(path), device="cpu")
+    algo = (algo or next((a for a in LOADABLE if a in str(path).lower()), "ppo")).lower()
+    model = algorithm(algo).load(str(path), device="cpu")
     if encoder:
         model = attach_run_encoder(model, encoder, env_id, env_config)
     vn = None
@@ -241,10 +233,6 @@ def load_model(path: str | Path, algo: str | None = None, vecnormalize: str | Pa
 
 def attach_run_encoder(model: Any, encoder: dict, env_id: str | None, env_config: dict | None) -> Any:
     """Front a model trained on embeddings with its frozen encoder (raw Dict observations in)."""
-    import gymnasium
-
-    from kai_drive.perception.sb3 import attach_encoder
-
     if not env_id:
         raise ValueError("a model trained on encoder embeddings needs its env id to rebuild the observation space")
     env = gymnasium.make(env_id, config=dict(env_config or {}))
@@ -268,28 +256,21 @@ def load_run(run_dir: str | Path, checkpoint: str = "final") -> tuple[SB3Policy,
     The model ``.zip`` and VecNormalize ``.pkl`` are pickles: loading a run folder runs code from it, so
     load only runs you trust.
     """
-    from kai_drive.config import read_yaml_mapping
-    from kai_drive.training.recipe import env_config_for
-    from kai_drive.training.runs import check_run_renderer
-
-    run = Path(run_dir)
-    cfg_path = run / "config.yaml"
-    if not cfg_path.exists():
-        raise FileNotFoundError(f"--run {run}: no config.yaml (expected a folder runs/<alias>/<algo>_<n>/)")
-    cfg = read_yaml_mapping(cfg_path, f"--run {run}: ")
-    if checkpoint not in ("final", "best"):
+    run = RunFolder(run_dir)
+    if not run.is_run():
+        raise FileNotFoundError(f"--run {run.path}: no config.yaml (expected a folder runs/<alias>/<algo>_<n>/)")
+    cfg = run.config(f"--run {run.path}: ")
+    if checkpoint not in RunFolder.MODELS:
         raise ValueError(f"checkpoint must be 'final' or 'best', got {checkpoint!r}")
-    model = run / f"{checkpoint}_model.zip"
-    vn = run / ("vecnormalize.pkl" if checkpoint == "final" else "best_model_vecnormalize.pkl")
+    model, vn = run.model_file(checkpoint), run.stats_file(checkpoint)
     if not model.exists():
-        raise FileNotFoundError(f"--run {run}: no {model.name} (is training finished? try --checkpoint best)")
+        raise FileNotFoundError(f"--run {run.path}: no {model.name} (is training finished? try --checkpoint best)")
     recipe = cfg.get("recipe") or {}
-    env_config = env_config_for(recipe, "test")
+    env_config = run.env_config("test", cfg)
     env_id = str(cfg.get("env_id"))
     pol = load_model(model, cfg.get("algo", "ppo"), vn if vn.exists() else None, env_config,
                      int(recipe.get("frame_stack", 1) or 1), encoder=recipe.get("encoder"),
                      env_id=env_id)
-    pol.name = f"{cfg.get('algo', 'ppo')}:{run.parent.name}/{run.name}"
-    pol.trained_renderer = check_run_renderer(cfg, env_id, env_config, f"the policy of {run}")
+    pol.name = f"{cfg.get('algo', 'ppo')}:{run.path.parent.name}/{run.path.name}"
+    pol.trained_renderer = check_run_renderer(cfg, env_id, env_config, f"the policy of {run.path}")
     return pol, env_id
-

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -26,6 +25,9 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from kai_drive.distributed.watchdog import FLAG
+from kai_drive.training.runs import RunFolder, write_json
 
 POLL_S = 1.0
 TRIAL_FILE = "trial.json"
@@ -62,14 +64,6 @@ def set_flags(overrides: dict[str, Any]) -> list[str]:
     return out
 
 
-def find_run_dir(log_folder: Path, algo: str) -> Path | None:
-    """The newest ``<log_folder>/<alias>/<algo>_<n>`` that has a config.yaml."""
-    pattern = re.compile(rf"^{re.escape(algo)}_(\d+)$")
-    found = [(int(m.group(1)), p) for p in Path(log_folder).glob(f"*/{algo}_*")
-             if (m := pattern.match(p.name)) and (p / "config.yaml").is_file()]
-    return max(found)[1] if found else None
-
-
 def _read_json(path: Path, default: Any = None) -> Any:
     try:
         return json.loads(Path(path).read_text())
@@ -87,11 +81,11 @@ def eval_metrics(entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def final_metrics(run_dir: Path, history: list[dict[str, Any]]) -> dict[str, Any]:
+def final_metrics(run: RunFolder, history: list[dict[str, Any]]) -> dict[str, Any]:
     """The last result of a finished run: the last periodic evaluation + the held-out final evaluation."""
     out: dict[str, Any] = eval_metrics(history[-1]) if history else {}
-    status = _read_json(run_dir / "status.json", {})
-    final = _read_json(run_dir / "final_eval.json")
+    status = run.status()
+    final = run.final_eval()
     if final:
         out.update({
             "final_success_rate": float(final["success_rate"]),
@@ -122,7 +116,7 @@ class _Proc:
         self._log.flush()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "kai_drive.distributed.launcher", str(os.getpid()), "--", *argv],
+            [sys.executable, "-m", "kai_drive.train", FLAG, str(os.getpid()), *argv],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
         )
         self.pid_path.write_text(json.dumps({"host": socket.gethostname(), "pid": self.popen.pid}))
@@ -190,14 +184,6 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def _final_eval_done(run_dir: Path) -> bool:
-    import yaml
-
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    wanted = int(cfg.get("recipe", {}).get("eval", {}).get("final_episodes", 0))
-    return wanted == 0 or (run_dir / "final_eval.json").is_file()
-
-
 def train_trial(config: dict[str, Any], spec: dict[str, Any]) -> None:
     """Ray Tune function trainable (bound to ``spec`` with functools.partial / tune.with_parameters).
 
@@ -214,21 +200,18 @@ def train_trial(config: dict[str, Any], spec: dict[str, Any]) -> None:
     log_folder = Path(spec["sweep_dir"]) / "runs" / name
     algo = spec["algo"]
 
-    run_dir = find_run_dir(log_folder, algo)
+    run = RunFolder.newest(log_folder, algo)
     resumed = False
-    if run_dir is not None:
-        status = _read_json(run_dir / "status.json", {})
-        if status.get("state") == "finished" and _final_eval_done(run_dir):  # done before: report, don't retrain
-            _report_finished(run_dir, log_folder, name, overrides, seed, t0, spec, reused=True)
+    if run is not None:
+        if run.status().get("state") == "finished" and run.final_eval_done():  # done before: report, don't retrain
+            _report_finished(run, log_folder, name, overrides, seed, t0, spec, reused=True)
             return
         # (finished but its final evaluation was cut short: --resume trains nothing and redoes only that)
-        from kai_drive.training.runs import latest_checkpoint
-
-        if latest_checkpoint(run_dir) is None:  # died before its first checkpoint: start afresh, same name
-            shutil.rmtree(run_dir)
-            run_dir = None
-    if run_dir is not None:
-        argv = ["--resume", str(run_dir), *spec["resume_args"]]
+        if run.latest_checkpoint() is None:  # died before its first checkpoint: start afresh, same name
+            shutil.rmtree(run.path)
+            run = None
+    if run is not None:
+        argv = ["--resume", str(run.path), *spec["resume_args"]]
         resumed = True
     else:
         argv = ["--env", spec["env"], "--algo", algo, "--seed", str(seed), "--log-folder", str(log_folder),
@@ -238,37 +221,34 @@ def train_trial(config: dict[str, Any], spec: dict[str, Any]) -> None:
     try:
         while True:
             rc = proc.poll()
-            if run_dir is None:
-                run_dir = find_run_dir(log_folder, algo)
-            if run_dir is not None:
-                history = _read_json(run_dir / "evaluations.json", []) or []
+            if run is None:
+                run = RunFolder.newest(log_folder, algo)
+            if run is not None:
+                history = run.evaluations()
                 for entry in history[reported:]:
                     tune.report({**eval_metrics(entry), "finished": False, "trial": name,
-                                 "run_dir": str(run_dir), "resumed": resumed})
+                                 "run_dir": str(run.path), "resumed": resumed})
                 reported = max(reported, len(history))
             if rc is not None:
                 break
             time.sleep(spec.get("poll_s", POLL_S))
     finally:
         proc.stop()
-    if rc != 0 or run_dir is None:
+    if rc != 0 or run is None:
         raise RuntimeError(f"trial {name}: kai_drive.train exited with {rc} ({proc.log_path}):\n{proc.tail()}")
-    _report_finished(run_dir, log_folder, name, overrides, seed, t0, spec, reused=False, resumed=resumed)
+    _report_finished(run, log_folder, name, overrides, seed, t0, spec, reused=False, resumed=resumed)
 
 
-def _report_finished(run_dir: Path, log_folder: Path, name: str, overrides: dict, seed: int, t0: float,
+def _report_finished(run: RunFolder, log_folder: Path, name: str, overrides: dict, seed: int, t0: float,
                      spec: dict, reused: bool, resumed: bool = False) -> None:
     from ray import tune
 
-    history = _read_json(run_dir / "evaluations.json", []) or []
-    metrics = final_metrics(run_dir, history)
+    metrics = final_metrics(run, run.evaluations())
     record = _read_json(log_folder / TRIAL_FILE, {}) or {}
     wall = record.get("wall_time_s", 0.0) if reused else record.get("wall_time_s", 0.0) + time.perf_counter() - t0
-    record = {"trial": name, "overrides": overrides, "seed": seed, "run_dir": str(run_dir), "wall_time_s": wall,
+    record = {"trial": name, "overrides": overrides, "seed": seed, "run_dir": str(run.path), "wall_time_s": wall,
               "resumed": bool(record.get("resumed")) or resumed, "metrics": metrics}
     if not reused:
-        from kai_drive.training.runs import write_json
-
         write_json(log_folder / TRIAL_FILE, record)
-    tune.report({**metrics, "finished": True, "trial": name, "run_dir": str(run_dir), "wall_time_s": wall,
+    tune.report({**metrics, "finished": True, "trial": name, "run_dir": str(run.path), "wall_time_s": wall,
                  "resumed": record["resumed"]})

@@ -1,0 +1,114 @@
+"""The pretraining recipe (``configs/pretrain/<env>.yaml``): data collection, training objective, probes.
+
+Read with ``yaml.safe_load`` and validated strictly (pydantic, ``extra="forbid"``): a mistyped key is an error
+naming the file and the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from kai_drive.catalog import catalog_dir, resolve_env
+from kai_drive.perception.encoders import EncoderConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CollectRecipe(_Strict):
+    episodes: int = Field(40, ge=1, description="training episodes (road seeds drawn in [0, 2**30))")
+    max_steps: int = Field(300, ge=2, description="control steps per episode at most")
+    randomized_envs: int = Field(8, ge=1, description="distinct domain-randomised env configs (episodes spread over them)")
+    speed_mps: tuple[float, float] = Field((5.0, 14.0), description="target speed drawn per episode")
+    target_offset_m: float = Field(1.0, ge=0, description="the driver tracks a wandering lateral set-point in +- this")
+    setpoint_steps: tuple[int, int] = Field((20, 60), description="steps between new lateral set-points")
+    steer_noise: float = Field(0.05, ge=0, description="Gaussian noise on the steering command, action units")
+    burst_prob: float = Field(0.03, ge=0, le=1, description="per-step chance a steering burst starts")
+    burst_steer: float = Field(0.35, ge=0, le=1, description="burst steering offset drawn in +- this")
+    burst_steps: tuple[int, int] = Field((4, 12), description="burst length range, steps")
+    env_overrides: dict[str, Any] = Field(default_factory=lambda: {"task.terminate_on_lane_invasion": False},
+                                          description="config overrides of every collection env")
+    randomize: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: {"sensors.camera.noise_std": (0.0, 6.0), "sensors.lidar.noise_std": (0.0, 0.01)},
+        description="dotted config key -> uniform range, drawn per randomised env")
+    probe_episodes: int = Field(8, ge=1, description="held-out probe episodes (clean sensors, other road seeds)")
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        for name in ("speed_mps", "setpoint_steps", "burst_steps"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ValueError(f"{name}: low {lo} > high {hi}")
+        for key, (lo, hi) in self.randomize.items():
+            if lo > hi:
+                raise ValueError(f"randomize.{key}: low {lo} > high {hi}")
+        return self
+
+
+class TrainRecipe(_Strict):
+    iterations: int = Field(2000, ge=1)
+    batch_size: int = Field(128, ge=2)
+    lr: float = Field(3e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    k_max: int = Field(3, ge=1, description="positive = frame t+k, k in 1..k_max")
+    pad: int = Field(4, ge=0, description="random shift: pad (replicate) then random crop back")
+    temperature: float = Field(0.1, gt=0, description="cross-modal InfoNCE temperature")
+    ema: float = Field(0.01, gt=0, le=1, description="target <- (1-ema) target + ema online, per step")
+    latent_dim: int = Field(64, ge=4)
+    lidar_noise: float = Field(0.01, ge=0, description="augmentation: Gaussian noise on lidar ranges")
+    lidar_beam_dropout: float = Field(0.02, ge=0, le=1, description="augmentation: beams set to 1.0 (no hit)")
+    w_temporal_camera: float = Field(1.0, ge=0)
+    w_temporal_lidar: float = Field(1.0, ge=0)
+    w_temporal_fused: float = Field(1.0, ge=0)
+    w_cross_modal: float = Field(1.0, ge=0)
+    aux_privileged_weight: float = Field(0.0, ge=0, description="OFF by default: supervised lateral/heading head")
+    log_every: int = Field(20, ge=1)
+    checkpoint_every: int = Field(250, ge=1)
+    threads: int = Field(0, ge=0, description="torch CPU threads (0: torch default)")
+
+
+class ProbeRecipe(_Strict):
+    train_frames: int = Field(6000, ge=10, description="probe fit frames drawn from the training data")
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="last episodes of the fit set choose the ridge penalty")
+
+
+class PretrainRecipe(_Strict):
+    env: str = "lane-keep"
+    seed: int = 0
+    device: str = "auto"
+    encoder: dict[str, Any] = Field(default_factory=dict, description="EncoderConfig fields")
+    collect: CollectRecipe = CollectRecipe()
+    train: TrainRecipe = TrainRecipe()
+    probe: ProbeRecipe = ProbeRecipe()
+
+    @model_validator(mode="after")
+    def _encoder(self):
+        EncoderConfig.from_dict(self.encoder)  # raises naming unknown keys
+        return self
+
+
+def load_recipe(path: str | Path) -> PretrainRecipe:
+    """Read a recipe YAML (safe_load) and validate it; errors name the file and the key."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML: {e}") from e
+    try:
+        return PretrainRecipe.model_validate(data)
+    except Exception as e:  # pydantic.ValidationError lists the keys
+        raise ValueError(f"{path}: invalid pretraining recipe:\n{e}") from e
+
+
+def default_recipe(env: str) -> Path:
+    """``configs/pretrain/<alias>.yaml`` of ``env`` (FileNotFoundError when the env has none)."""
+    alias = resolve_env(env)[1]
+    path = catalog_dir("configs") / "pretrain" / f"{alias}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"no pretraining recipe for env '{alias}' at {path}; pass --recipe PATH")
+    return path
