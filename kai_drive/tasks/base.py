@@ -19,7 +19,7 @@ the ``task:`` section with the entry's spec model and the env builds the entry's
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Mapping, NamedTuple
+from typing import Any, Callable, ClassVar, NamedTuple
 
 import numpy as np
 from gymnasium import spaces
@@ -42,12 +42,14 @@ class Task:
 
     Required hooks (the env calls them in this order): ``build`` (or ``realise`` + ``build_scenario``,
     see :attr:`has_scenario`) after ``World.reset()``; ``reset_info`` for the first observation's info;
-    then per step ``apply`` (before the physics step) and ``evaluate`` (after it); ``sensor_mount`` and
+    then per step ``apply`` (before the physics step) and ``evaluate`` (after it), which scores the step
+    through ``_measure``, ``_reward_terms``, ``_terminated`` and ``_info``; ``sensor_mount`` and
     ``chase_view`` whenever sensors or the renderer need a pose. After building, ``ego`` is the robot
-    (``PROPRIO_FIELDS``, ``proprioception()``).
+    (``PROPRIO_FIELDS``, ``proprioception()``). The task spec has ``time_limit_s``.
 
-    Optional hooks have no-op defaults: ``save_state`` / ``restore_state`` (Python-side state that a
-    PyBullet snapshot does not hold), ``realise`` / ``build_scenario`` (scenario factors as data).
+    Optional hooks: ``save_state`` / ``restore_state`` (Python-side state that a PyBullet snapshot does
+    not hold; no-op defaults), ``realise`` / ``build_scenario`` (scenario factors as data, see
+    :attr:`has_scenario`).
     """
 
     family: ClassVar[str]
@@ -55,8 +57,11 @@ class Task:
     action_space: spaces.Box
     #: the robot, set by ``build``; sensors read it
     ego: Any = None
-    #: True when the task realises a typed scenario record (``realise`` + ``build_scenario``): the env
-    #: then accepts ``reset(options={"scenario": ...})`` and applies the record's light and sensor noise
+    #: True when the task realises a typed scenario record: it then has
+    #: ``realise(road_seed, noise_seed, overrides) -> record`` (every factor drawn from its own stream,
+    #: ``overrides`` set exactly) and ``build_scenario(world, record)`` (the scene of a record, instead of
+    #: ``build``); the env accepts ``reset(options={"scenario": ...})`` and applies the record's light and
+    #: sensor noise. (Neither is defined on this base class.)
     has_scenario: ClassVar[bool] = False
 
     def __init__(self, spec: Any) -> None:
@@ -66,14 +71,6 @@ class Task:
     def build(self, world: Any, rng: np.random.Generator) -> dict[str, Any]:
         """Create the scene in an empty ``world`` from ``rng``; returns the episode's record (JSON-able)."""
         raise NotImplementedError
-
-    def realise(self, road_seed: int, noise_seed: int, overrides: Mapping[str, Any] | None = None) -> BaseModel:
-        """The typed scenario record of ``road_seed`` with ``overrides`` set exactly (``has_scenario`` tasks)."""
-        raise NotImplementedError(f"{type(self).__name__} has no scenario factors")
-
-    def build_scenario(self, world: Any, record: BaseModel) -> None:
-        """Create the scene of a record from :meth:`realise` in an empty ``world`` (``has_scenario`` tasks)."""
-        raise NotImplementedError(f"{type(self).__name__} has no scenario factors")
 
     def reset_info(self) -> dict:
         """Info of the first observation."""
@@ -85,7 +82,30 @@ class Task:
         raise NotImplementedError
 
     def evaluate(self, world: Any, action: np.ndarray, dt: float, elapsed_s: float) -> tuple[float, bool, bool, dict]:
-        """Score the step just simulated: ``(reward, terminated, truncated, info)``."""
+        """Score the step just simulated: ``(reward, terminated, truncated, info)``, from the hooks below
+        (in the spirit of highway-env's ``_rewards`` / ``_is_terminated`` / ``_info``): the reward is the
+        sum of the reward terms; the episode is truncated at ``task.time_limit_s`` unless it terminated."""
+        m = self._measure(world, action, dt)
+        terms = self._reward_terms(m)
+        reward = float(sum(terms.values()))
+        terminated = self._terminated(m)
+        truncated = bool(not terminated and elapsed_s >= self.spec.task.time_limit_s - 1e-9)
+        return reward, terminated, truncated, self._info(m, terms)
+
+    def _measure(self, world: Any, action: np.ndarray, dt: float) -> Any:
+        """What the step did (poses, contacts, progress); updates the episode's counters."""
+        raise NotImplementedError
+
+    def _reward_terms(self, m: Any) -> dict[str, float]:
+        """Each weighted reward term of the step (``info["reward_terms"]``)."""
+        raise NotImplementedError
+
+    def _terminated(self, m: Any) -> bool:
+        """Whether the episode ends with this step (success or failure)."""
+        raise NotImplementedError
+
+    def _info(self, m: Any, terms: dict[str, float]) -> dict[str, Any]:
+        """The step's info (``terms`` under ``"reward_terms"``)."""
         raise NotImplementedError
 
     # -- poses for sensors and the renderer --------------------------------------------------------

@@ -352,15 +352,7 @@ class LaneKeepTask(Task):
         self._time_s += dt
         self.ego.apply_control(float(action[0]), float(action[1]), dt)
 
-    def evaluate(self, world: World, action: np.ndarray, dt: float, elapsed_s: float) -> tuple[float, bool, bool, dict]:
-        """Score the step just simulated: ``(reward, terminated, truncated, info)``."""
-        m = self._measure(world, action, dt)
-        terms = self._reward_terms(m)
-        reward = float(sum(terms.values()))
-        terminated = self._terminated(m)
-        truncated = bool(not terminated and elapsed_s >= self.t.time_limit_s - 1e-9)
-        return reward, terminated, truncated, self._info(m, terms)
-
+    # evaluate() is Task's: _measure -> _reward_terms, _terminated, _info
     def _measure(self, world: World, action: np.ndarray, dt: float) -> "StepMeasures":
         """Where the car is (Frenet), what it touched and how it moved in the step; updates the counters."""
         t, st = self.t, self.stats

@@ -163,6 +163,19 @@ class GraspStats:
     success_object: str = ""
 
 
+@dataclass
+class GraspMeasures:
+    """What one grasp step measured (the input of its reward terms, termination and info)."""
+
+    lifts: np.ndarray  # each object's height above where it rested, m
+    held_obj: int  # index of the object held between both fingers (the highest), -1 none
+    table_contact: bool
+    force: float  # largest contact normal force on the arm, N
+    out: int  # objects out of the tray
+    limit_hit: bool  # a joint at its limit
+    cost: float  # per-step safety cost (0 or 1)
+
+
 @register_task("grasp", GraspTaskSpec)
 class GraspTask(Task):
     """Lift any object out of the tray and hold it (see the module docstring)."""
@@ -326,8 +339,9 @@ class GraspTask(Task):
             best = min(best, float(np.linalg.norm(pos - ee)))
         return best
 
-    def evaluate(self, world: World, action: np.ndarray, dt: float, elapsed_s: float) -> tuple[float, bool, bool, dict]:
-        t, w, st, c, arm = self.t, self.t.reward, self.stats, world.client, self.ego
+    # evaluate() is Task's: _measure -> _reward_terms, _terminated, _info
+    def _measure(self, world: World, action: np.ndarray, dt: float) -> "GraspMeasures":
+        t, st, c, arm = self.t, self.stats, world.client, self.ego
         st.steps += 1
         table_contact, force, touched = self._arm_contacts(c)
         st.table_contacts += int(table_contact)
@@ -351,20 +365,27 @@ class GraspTask(Task):
         if grasped:
             held_obj = max(grasped, key=lambda i: lifts[i])
         cost = float(table_contact or force > t.contact_force_limit_n or newly_out or limit_hit)
+        return GraspMeasures(lifts=lifts, held_obj=held_obj, table_contact=table_contact, force=force, out=out,
+                             limit_hit=limit_hit, cost=cost)
 
-        terms = {"success": w.success if st.success else 0.0, "cost": -w.cost * cost}
+    def _reward_terms(self, m: "GraspMeasures") -> dict[str, float]:
+        """Success and safety cost (both modes); dense mode adds reach, grasp and lift shaping."""
+        t, w, st = self.t, self.t.reward, self.stats
+        terms = {"success": w.success if st.success else 0.0, "cost": -w.cost * m.cost}
         if t.reward_mode == "dense":
             dist = self._nearest_distance()
-            lift = float(np.clip(lifts[held_obj], 0.0, t.lift_height_m)) if held_obj >= 0 else 0.0
-            held = held_obj >= 0
+            lift = float(np.clip(m.lifts[m.held_obj], 0.0, t.lift_height_m)) if m.held_obj >= 0 else 0.0
+            held = m.held_obj >= 0
             terms["reach"] = w.reach * (st.prev_dist - dist)
             terms["grasp"] = w.grasp * (float(held) - float(st.prev_held))
             terms["lift"] = w.lift * (lift - st.prev_lift)
             st.prev_dist, st.prev_held, st.prev_lift = dist, held, lift
-        reward = float(sum(terms.values()))
-        terminated = bool(st.success or out == len(self.objects) or (t.assisted and st.phase == "done"))
-        truncated = bool(not terminated and elapsed_s >= t.time_limit_s - 1e-9)
-        return reward, terminated, truncated, self._info(lifts, held_obj, table_contact, force, out, limit_hit, cost, terms)
+        return terms
+
+    def _terminated(self, m: "GraspMeasures") -> bool:
+        """Success, every object out of the tray, or (assisted) the lift is over."""
+        t, st = self.t, self.stats
+        return bool(st.success or m.out == len(self.objects) or (t.assisted and st.phase == "done"))
 
     def _arm_contacts(self, c: Any) -> tuple[bool, float, dict[int, set[int]]]:
         """Contacts of the arm (one PyBullet call): ``(table touched, largest normal force N, object index ->
@@ -392,25 +413,24 @@ class GraspTask(Task):
                 out += 1
         return lifts, out
 
-    def _info(self, lifts: np.ndarray, held_obj: int, table_contact: bool, force: float, out: int, limit_hit: bool,
-              cost: float, terms: dict[str, float]) -> dict[str, Any]:
+    def _info(self, m: "GraspMeasures", terms: dict[str, float]) -> dict[str, Any]:
         t, st, arm = self.t, self.stats, self.ego
         ee = arm.ee_pose()
         return {
             "is_success": st.success,
             "object": st.success_object,
-            "grasped": held_obj >= 0,
-            "max_lift_m": float(lifts.max()) if len(lifts) else 0.0,
+            "grasped": m.held_obj >= 0,
+            "max_lift_m": float(m.lifts.max()) if len(m.lifts) else 0.0,
             "ee_pos_m": (ee[:3] - np.array([TRAY_CENTER[0], TRAY_CENTER[1], FLOOR_Z])).tolist(),
             "gripper_opening_m": arm.gripper_opening(),
-            "table_contact": table_contact,
+            "table_contact": m.table_contact,
             "table_contacts": st.table_contacts,
-            "contact_force_n": float(force),
+            "contact_force_n": float(m.force),
             "peak_contact_force_n": st.peak_force_n,
-            "objects_out": out,
-            "joint_limit_hit": limit_hit,
+            "objects_out": m.out,
+            "joint_limit_hit": m.limit_hit,
             "joint_limit_hits": st.joint_limit_hits,
-            "cost": cost,
+            "cost": m.cost,
             "phase": st.phase if t.assisted else "",
             "reward_terms": terms,
         }
