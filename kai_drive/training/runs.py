@@ -23,15 +23,11 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import gymnasium
 import numpy as np
 import yaml
 
-import kai_drive  # noqa: F401  (registers the envs)
 from kai_drive.config import read_yaml_mapping
 from kai_drive.files import atomic
-from kai_drive.perception.weights import LEGACY_RENDERER, warn_renderer_mismatch
-from kai_drive.training.envs import find_vec_normalize
 from kai_drive.training.recipe import env_config_for
 
 CHECKPOINT_RE = re.compile(r"^model_(\d+)_steps\.zip$")
@@ -315,6 +311,8 @@ class RunFolder:
     def save_checkpoint(self, model: Any, save_replay_buffer: bool = False) -> Path:
         """``checkpoints/model_<N>_steps.zip`` (+ VecNormalize stats, + replay buffer). Stats first, model
         last: a checkpoint is complete once its model file exists."""
+        from kai_drive.training.envs import find_vec_normalize  # light module: sweep trials read runs without torch
+
         model_file = self.checkpoint_file(model.num_timesteps)
         vn = find_vec_normalize(model.get_env()) if model.get_env() is not None else None
         if vn is not None:
@@ -341,6 +339,8 @@ def venv_renderer(venv: Any) -> tuple[str, bool]:
 def run_renderer(config: dict) -> str:
     """The renderer that made a run's training images (config.yaml's ``renderer``; runs made before the key
     existed saw TinyRenderer images only, so "tiny")."""
+    from kai_drive.perception.weights import LEGACY_RENDERER  # torch: not for the readers in sweep trials
+
     return str((config or {}).get("renderer") or LEGACY_RENDERER)
 
 
@@ -348,6 +348,11 @@ def check_run_renderer(config: dict, env_id: str, env_config: dict, what: str) -
     """Build one env of ``env_id`` with ``env_config`` and warn (``RendererMismatchWarning``, naming both)
     when it renders with another renderer than the run trained with and its observations hold images.
     Returns the run's training renderer."""
+    import gymnasium
+
+    import kai_drive  # noqa: F401  (registers the envs)
+    from kai_drive.perception.weights import warn_renderer_mismatch  # torch: not for sweep trials' readers
+
     trained = run_renderer(config)
     env = gymnasium.make(env_id, config=dict(env_config))
     try:
