@@ -131,7 +131,7 @@ class PeriodicEvalCallback(BaseCallback):
         self.stop_min_timesteps = stop_min_timesteps
         self.start_timesteps = start_timesteps
         self.printer = printer
-        self.history: list[dict[str, Any]] = runs.read_json(self.run_dir / "evaluations.json", default=[])
+        self.history: list[dict[str, Any]] = runs.read_json(runs.RunFolder(self.run_dir).file(runs.RunFolder.EVALUATIONS), default=[])
         self.best_key = max(
             ((h["success_rate"], h["mean_return"]) for h in self.history if h.get("saved_best")),
             default=(-1.0, -np.inf),
@@ -167,10 +167,11 @@ class PeriodicEvalCallback(BaseCallback):
         improved = key > self.best_key
         if improved:
             self.best_key = key
-            runs.save_model(self.model, self.run_dir / "best_model.zip")
+            folder = runs.RunFolder(self.run_dir)
+            runs.save_model(self.model, folder.model_file("best"))
             vn = find_vec_normalize(self.training_env)
             if vn is not None:
-                runs.save_vecnormalize(vn, self.run_dir / "best_model_vecnormalize.pkl")
+                runs.save_vecnormalize(vn, folder.stats_file("best"))
         self.logger.record("eval/best_success_rate", self.best_key[0])
         if self.images and frames["chase"]:
             from stable_baselines3.common.logger import Image
@@ -187,8 +188,9 @@ class PeriodicEvalCallback(BaseCallback):
         entry["successes"] = [e.get("success", 0.0) for e in per_episode]
         entry["road_seeds"] = [e.get("road_seed", -1) for e in per_episode]
         self.history.append(entry)
-        runs.write_json(self.run_dir / "evaluations.json", self.history)
-        _write_npz(self.run_dir / "evaluations.npz", self.history)
+        folder = runs.RunFolder(self.run_dir)
+        runs.write_json(folder.file(folder.EVALUATIONS), self.history)
+        _write_npz(folder.file(folder.EVALUATIONS_NPZ), self.history)
         if self.printer is not None:
             self.printer(
                 f"eval @ {self.num_timesteps:,} steps: success {res['successes']}/{res['episodes']}"

@@ -71,12 +71,18 @@ def _read_json(path: Path, default: Any = None) -> Any:
         return default
 
 
+def _driving_only(entry: dict[str, Any], key: str) -> float:
+    """A driving metric (grasp evaluations have no route): NaN when absent, which the summary drops."""
+    value = entry.get(key)
+    return float("nan") if value is None else float(value)
+
+
 def eval_metrics(entry: dict[str, Any]) -> dict[str, Any]:
     return {
         "timesteps": int(entry["timesteps"]),
         "success_rate": float(entry["success_rate"]),
         "mean_return": float(entry["mean_return"]),
-        "route_completion": float(entry["route_completion_mean"]),
+        "route_completion": _driving_only(entry, "route_completion_mean"),
         "eval_episodes": int(entry["episodes"]),
     }
 
@@ -91,7 +97,7 @@ def final_metrics(run: RunFolder, history: list[dict[str, Any]]) -> dict[str, An
             "final_success_rate": float(final["success_rate"]),
             "final_success_rate_ci95": list(final["success_rate_ci95"]),
             "final_mean_return": float(final["mean_return"]),
-            "final_route_completion": float(final["route_completion_mean"]),
+            "final_route_completion": _driving_only(final, "route_completion_mean"),
             "final_episodes": int(final["episodes"]),
         })
         if not history:  # no periodic evaluation: the final one is all there is
