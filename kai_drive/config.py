@@ -25,7 +25,14 @@ class SpecError(ValueError):
 
 
 class StrictModel(BaseModel):
-    """Base of every spec model: unknown keys are errors, instances are immutable."""
+    """Base of every spec, recipe and suite model: unknown keys are errors that name the key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class FrozenModel(StrictModel):
+    """A :class:`StrictModel` whose instances are immutable: the env specs (an env is a pure function of
+    its spec, seed and options)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

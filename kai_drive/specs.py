@@ -19,7 +19,7 @@ from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from kai_drive.config import SpecError, StrictModel, deep_merge, dotted_to_nested, format_validation_error, read_yaml
+from kai_drive.config import SpecError, FrozenModel, deep_merge, dotted_to_nested, format_validation_error, read_yaml
 from kai_drive.sim.scenario import ScenarioSpec
 from kai_drive.tasks import REGISTRY, LaneKeepTaskSpec
 
@@ -27,7 +27,7 @@ from kai_drive.tasks import REGISTRY, LaneKeepTaskSpec
 # ---------------------------------------------------------------------------------------------
 # world, road, vehicle
 # ---------------------------------------------------------------------------------------------
-class WorldSpec(StrictModel):
+class WorldSpec(FrozenModel):
     physics_hz: int = Field(240, ge=60, le=2000, description="fixed physics step rate, Hz")
     control_hz: int = Field(20, ge=1, le=240, description="agent control rate, Hz")
     gravity_mps2: float = 9.81
@@ -42,7 +42,7 @@ class WorldSpec(StrictModel):
         return self
 
 
-class RoadSpec(StrictModel):
+class RoadSpec(FrozenModel):
     length_m: tuple[float, float] = Field((200.0, 260.0), description="route length range, m")
     max_curvature: float = Field(1 / 45, gt=0, le=0.2, description="largest curvature, 1/m")
     min_straight_m: float = Field(15.0, ge=0)
@@ -59,7 +59,7 @@ class RoadSpec(StrictModel):
         return self
 
 
-class VehicleSpec(StrictModel):
+class VehicleSpec(FrozenModel):
     mass_kg: float = Field(1500.0, gt=100, le=5000)
     max_steer_rad: float = Field(0.6, gt=0, le=1.0)
     max_steer_rate_radps: float = Field(1.0, gt=0, le=10.0)
@@ -70,7 +70,7 @@ class VehicleSpec(StrictModel):
 # ---------------------------------------------------------------------------------------------
 # sensors
 # ---------------------------------------------------------------------------------------------
-class CameraSpec(StrictModel):
+class CameraSpec(FrozenModel):
     enabled: bool = True
     width: int = Field(64, ge=8, le=1024)
     height: int = Field(64, ge=8, le=1024)
@@ -86,7 +86,7 @@ class CameraSpec(StrictModel):
     dropout: float = Field(0.0, ge=0, le=1, description="probability a frame is black")
 
 
-class LidarSpec(StrictModel):
+class LidarSpec(FrozenModel):
     enabled: bool = True
     beams: int = Field(64, ge=1, le=4096)
     fov_deg: float = Field(360.0, gt=0, le=360)
@@ -96,25 +96,25 @@ class LidarSpec(StrictModel):
     dropout: float = Field(0.0, ge=0, le=1, description="probability a beam returns no hit (1.0)")
 
 
-class StateSpec(StrictModel):
+class StateSpec(FrozenModel):
     enabled: bool = True
     noise_std: float = Field(0.0, ge=0, description="Gaussian noise, in each quantity's own unit")
 
 
-class SensorsSpec(StrictModel):
+class SensorsSpec(FrozenModel):
     camera: CameraSpec = CameraSpec()
     lidar: LidarSpec = LidarSpec()
     state: StateSpec = StateSpec()
 
 
-class RenderSpec(StrictModel):
+class RenderSpec(FrozenModel):
     width: int = Field(320, ge=16, le=2048)
     height: int = Field(240, ge=16, le=2048)
     distance_m: float = Field(9.0, gt=0)
     height_m: float = Field(3.5, gt=0)
 
 
-class EnvSpec(StrictModel):
+class EnvSpec(FrozenModel):
     """Everything that defines one catalogue env (one YAML file in envs/)."""
 
     id: str = Field(..., pattern=r"^KaiDrive/[A-Za-z0-9]+-v\d+$")

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from kai_drive.metrics import FAMILIES
-from kai_drive.config import SpecError, format_validation_error
+from kai_drive.config import SpecError, StrictModel, format_validation_error
 
 __all__ = ["Suite", "load_suite", "validate_suite", "parse_condition", "task_metrics", "TASKS", "SpecError",
            "check_thresholds", "verdict", "thresholds_for"]
@@ -34,13 +34,9 @@ TASKS = tuple(FAMILIES)
 _SUITE_KEYS_DOC = "docs/evaluation.md (Suites) and configs/eval/quick.yaml"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 
 # -- safety -------------------------------------------------------------------------------------------
-class Penalties(_Strict):
+class Penalties(StrictModel):
     """CARLA driving-score coefficient per infraction kind (1.0 = no penalty)."""
 
     pedestrian: float = Field(0.50, ge=0, le=1)
@@ -50,7 +46,7 @@ class Penalties(_Strict):
     lane_invasion: float = Field(1.0, ge=0, le=1)
 
 
-class Comfort(_Strict):
+class Comfort(StrictModel):
     """nuPlan comfort bounds."""
 
     min_lon_accel_mps2: float = -4.05
@@ -60,7 +56,7 @@ class Comfort(_Strict):
     max_abs_yaw_rate_radps: float = Field(0.95, gt=0)
 
 
-class Safety(_Strict):
+class Safety(StrictModel):
     penalties: Penalties = Penalties()
     comfort: Comfort = Comfort()
     ttc_threshold_s: float = Field(1.5, gt=0)
@@ -76,7 +72,7 @@ SensorKey = Literal["camera", "depth", "lidar", "state"]
 RemoveMode = Literal["black", "zero", "missing"]
 
 
-class PerSensor(_Strict):
+class PerSensor(StrictModel):
     """A non-negative value per sensor: a Gaussian noise std (``transform.noise``) or an attack budget
     (``attack.eps``); camera/depth in 0..255 units, lidar 0..1, state raw."""
 
@@ -89,7 +85,7 @@ class PerSensor(_Strict):
 Noise = AttackEps = PerSensor
 
 
-class Transform(_Strict):
+class Transform(StrictModel):
     camera: RemoveMode | None = None
     depth: RemoveMode | None = None
     lidar: RemoveMode | None = None
@@ -97,13 +93,13 @@ class Transform(_Strict):
     noise: Noise | None = None
 
 
-class Attack(_Strict):
+class Attack(StrictModel):
     method: Literal["fgsm", "pgd"] = "pgd"
     eps: AttackEps = AttackEps()
     steps: int = Field(3, ge=1)
 
 
-class Condition(_Strict):
+class Condition(StrictModel):
     """One robustness condition: a scenario factor set through reset options, an observation transform
     and/or an adversarial attack; ``needs`` skips it for a policy without that sensor."""
 
@@ -120,14 +116,14 @@ class Condition(_Strict):
         return self
 
 
-class Robustness(_Strict):
+class Robustness(StrictModel):
     seeds: int = Field(10, ge=1)
     max_s: float = Field(20.0, gt=0)
     conditions: dict[str, Condition] = {}
 
 
 # -- causal -------------------------------------------------------------------------------------------
-class InterventionSpec(_Strict):
+class InterventionSpec(StrictModel):
     description: str = ""
     expect: Literal["respond", "ignore"] = "respond"
     requires: list[str] = []
@@ -136,17 +132,17 @@ class InterventionSpec(_Strict):
     base: dict[str, Any] = {}
 
 
-class ButFor(_Strict):
+class ButFor(StrictModel):
     max_episodes: int = Field(3, ge=0)
     branch_s: float = Field(1.5, gt=0)
     post_s: float = Field(3.0, gt=0)
 
 
-class Modality(_Strict):
+class Modality(StrictModel):
     max_obs: int = Field(200, ge=0)
 
 
-class Causal(_Strict):
+class Causal(StrictModel):
     seeds: int = Field(10, ge=1)
     horizon_s: float = Field(10.0, gt=0)
     min_action_effect: float = Field(0.02, ge=0)
@@ -156,19 +152,19 @@ class Causal(_Strict):
 
 
 # -- the rest -----------------------------------------------------------------------------------------
-class Attribution(_Strict):
+class Attribution(StrictModel):
     seeds: int = Field(3, ge=0)
     n_steps: int = Field(16, ge=1)
 
 
-class Report(_Strict):
+class Report(StrictModel):
     videos: int = Field(2, ge=0)
     frames_every: int = Field(3, ge=1)
     frame_size: tuple[int, int] = (128, 96)
     frames: int = Field(40, ge=1)
 
 
-class Baselines(_Strict):
+class Baselines(StrictModel):
     """Trivial policies run beside the evaluated one on the same safety seeds (kai_drive/evaluation/baselines.py);
     an empty list turns them off for that task."""
 
@@ -176,7 +172,7 @@ class Baselines(_Strict):
     grasp: list[Literal["stop"]] = ["stop"]
 
 
-class EnvDefaults(_Strict):
+class EnvDefaults(StrictModel):
     """Env config defaults per task (dotted keys, as ``--set``); the policy's own config (a run's test config)
     and the user's ``--set`` win over them."""
 
@@ -184,7 +180,7 @@ class EnvDefaults(_Strict):
     grasp: dict[str, Any] = {}
 
 
-class Suite(_Strict):
+class Suite(StrictModel):
     name: str | None = None
     description: str = ""
     seeds: int = Field(10, ge=1)

@@ -10,17 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from kai_drive.catalog import catalog_dir, resolve_env
+from kai_drive.config import StrictModel
 from kai_drive.perception.encoders import EncoderConfig
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class CollectRecipe(_Strict):
+class CollectRecipe(StrictModel):
     episodes: int = Field(40, ge=1, description="training episodes (road seeds drawn in [0, 2**30))")
     max_steps: int = Field(300, ge=2, description="control steps per episode at most")
     randomized_envs: int = Field(8, ge=1, description="distinct domain-randomised env configs (episodes spread over them)")
@@ -50,7 +47,7 @@ class CollectRecipe(_Strict):
         return self
 
 
-class TrainRecipe(_Strict):
+class TrainRecipe(StrictModel):
     iterations: int = Field(2000, ge=1)
     batch_size: int = Field(128, ge=2)
     lr: float = Field(3e-4, gt=0)
@@ -72,12 +69,12 @@ class TrainRecipe(_Strict):
     threads: int = Field(0, ge=0, description="torch CPU threads (0: torch default)")
 
 
-class ProbeRecipe(_Strict):
+class ProbeRecipe(StrictModel):
     train_frames: int = Field(6000, ge=10, description="probe fit frames drawn from the training data")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="last episodes of the fit set choose the ridge penalty")
 
 
-class PretrainRecipe(_Strict):
+class PretrainRecipe(StrictModel):
     env: str = "lane-keep"
     seed: int = 0
     device: str = "auto"

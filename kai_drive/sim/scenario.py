@@ -27,7 +27,7 @@ from typing import Any, Literal, Mapping
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from kai_drive.config import StrictModel
+from kai_drive.config import FrozenModel
 from kai_drive.sim.road import DEFAULT_COLORS
 
 __all__ = [
@@ -202,7 +202,7 @@ def _check_range(v):
     return v
 
 
-class _RangeChecked(StrictModel):
+class _RangeChecked(FrozenModel):
     @field_validator("*")
     @classmethod
     def _ranges(cls, v):
@@ -252,7 +252,7 @@ class LightSpec(_RangeChecked):
     shadow: bool = False
 
 
-class ColorsSpec(StrictModel):
+class ColorsSpec(FrozenModel):
     ground: ColorRange = DEFAULT_COLORS["ground"]
     road: ColorRange = DEFAULT_COLORS["road"]
     marking: ColorRange = DEFAULT_COLORS["marking"]
@@ -276,7 +276,7 @@ class SensorNoiseSpec(_RangeChecked):
     state_noise_std: Range | None = None
 
 
-class ScenarioSpec(StrictModel):
+class ScenarioSpec(FrozenModel):
     traffic: TrafficSpec = TrafficSpec()
     lead: LeadSpec = LeadSpec()
     obstacles: ObstacleSpec = ObstacleSpec()

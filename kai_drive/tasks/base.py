@@ -4,7 +4,7 @@ A task is what the agent is asked to do. :class:`kai_drive.env.KaiEnv` drives it
 :class:`Task`; a new task subclasses it, gives its spec model (the YAML ``task:`` section, with a
 ``kind`` literal) and registers both::
 
-    class MyTaskSpec(StrictModel):
+    class MyTaskSpec(FrozenModel):
         kind: Literal["my_task"] = "my_task"
         ...
 

@@ -20,7 +20,7 @@ import numpy as np
 from gymnasium import spaces
 from pydantic import Field, ValidationError
 
-from kai_drive.config import StrictModel, deep_merge
+from kai_drive.config import FrozenModel, deep_merge
 from kai_drive.sensors import Mount, ego_mount, noise_defaults
 from kai_drive.sim.road import build_road
 from kai_drive.sim.route import RoadLayout, Route
@@ -34,7 +34,7 @@ from kai_drive.tasks.base import Task, register_task
 # ---------------------------------------------------------------------------------------------
 # specs of the ``task:`` section
 # ---------------------------------------------------------------------------------------------
-class RewardSpec(StrictModel):
+class RewardSpec(FrozenModel):
     progress: float = Field(0.1, description="per metre travelled along the lane")
     lateral: float = Field(0.3, description="times (lane offset / lane half free width)^2, per step")
     heading: float = Field(0.5, description="times heading error^2 (rad^2), per step")
@@ -52,7 +52,7 @@ class RewardSpec(StrictModel):
     unsafe_ttc: float = Field(0.0, description="per step while time-to-collision < task.ttc_threshold_s (drive tasks)")
 
 
-class LaneKeepTaskSpec(StrictModel):
+class LaneKeepTaskSpec(FrozenModel):
     kind: Literal["lane_keep"] = "lane_keep"
     ego_lane: int = Field(0, ge=0, description="0 = rightmost lane")
     start_s_m: float = Field(8.0, ge=0)

@@ -41,7 +41,7 @@ import pybullet_data
 from gymnasium import spaces
 from pydantic import Field, model_validator
 
-from kai_drive.config import StrictModel
+from kai_drive.config import FrozenModel
 from kai_drive.sensors.base import Mount
 from kai_drive.sim.arm import MAX_OPENING_M, PandaArm
 from kai_drive.sim.bullet import pybullet
@@ -87,7 +87,7 @@ def object_models(split: str) -> tuple[str, ...]:
 # ---------------------------------------------------------------------------------------------
 # spec of the ``task:`` section
 # ---------------------------------------------------------------------------------------------
-class GraspRewardSpec(StrictModel):
+class GraspRewardSpec(FrozenModel):
     success: float = Field(1.0, description="terminal bonus when an object has been lifted and held")
     reach: float = Field(1.0, description="dense: per metre the gripper gets closer to the nearest object")
     grasp: float = Field(0.25, description="dense: when an object starts (+) / stops (-) touching both fingers")
@@ -95,7 +95,7 @@ class GraspRewardSpec(StrictModel):
     cost: float = Field(0.0, description="penalty times the per-step safety cost (both modes)")
 
 
-class GraspTaskSpec(StrictModel):
+class GraspTaskSpec(FrozenModel):
     kind: Literal["grasp"] = "grasp"
     object_split: ObjectSplit = Field(
         "train",

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from kai_drive.config import SpecError, deep_merge, dotted_to_nested
+from kai_drive.config import SpecError, StrictModel, deep_merge, dotted_to_nested
 from kai_drive.catalog import catalog_dir
 from kai_drive.training.algos import (
     ACTIVATIONS, ALGOS, EXPERTS, EXTRACTORS, OFF_POLICY, OPTIMIZERS, activations, algorithms, encoder_lr_scale,
@@ -54,11 +54,7 @@ _RESERVED_HYPERPARAMS = {
 # ---------------------------------------------------------------------------------------------
 # models
 # ---------------------------------------------------------------------------------------------
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Normalisation(_Strict):
+class Normalisation(StrictModel):
     """``VecNormalize`` settings (running mean/std of observations and of the discounted return)."""
 
     enabled: bool = False
@@ -71,14 +67,14 @@ class Normalisation(_Strict):
     )
 
 
-class ActionNoise(_Strict):
+class ActionNoise(StrictModel):
     """Exploration noise of off-policy algorithms (TD3, SAC); std in action units."""
 
     type: Literal["normal", "ornstein-uhlenbeck"] = "normal"
     std: float = Field(0.1, gt=0)
 
 
-class EvalSettings(_Strict):
+class EvalSettings(StrictModel):
     """Periodic evaluation on held-out road seeds, and the final evaluation after training."""
 
     freq: int = Field(20_000, ge=0, description="env steps (all envs together) between evaluations; 0 = never")
@@ -94,7 +90,7 @@ class EvalSettings(_Strict):
     stop_min_timesteps: int = Field(0, ge=0, description="...but not before this many env steps")
 
 
-class EncoderSettings(_Strict):
+class EncoderSettings(StrictModel):
     """Train on frozen perception embeddings: every env's observation is encoded once, in one batch per
     step, by :class:`kai_drive.perception.EncodedVecEnv`; the agent is an MLP on the embeddings
     (``policy: MlpPolicy``). Saved models are MLPs on embeddings; ``load_run``/``play``/``evaluate`` put the
@@ -106,7 +102,7 @@ class EncoderSettings(_Strict):
     device: str = Field("auto", description="auto (cuda when available) | cpu | cuda | cuda:N")
 
 
-class ImitationSettings(_Strict):
+class ImitationSettings(StrictModel):
     """Warm-start the policy before RL: behaviour cloning + DAgger from a privileged scripted expert
     (:mod:`kai_drive.training.imitation`). The expert reads simulator state; the policy only sees
     observations. Runs once, before the first RL step (not again on ``--resume``); on-policy only."""
@@ -135,7 +131,7 @@ class ImitationSettings(_Strict):
         return value
 
 
-class Recipe(_Strict):
+class Recipe(StrictModel):
     """One algorithm's recipe for one env (an entry of ``agents/<algo>.yaml``)."""
 
     n_envs: int = Field(1, ge=1, le=256)
