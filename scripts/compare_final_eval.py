@@ -4,13 +4,19 @@
 
 Prints the keys only one side has and every shared key (per-episode entries: their shared keys) whose value differs (times and dates ignored);
 exit status 0 when every shared value is equal, 1 otherwise."""
+import argparse
 import json
 import sys
+from pathlib import Path
 
 RENAMED = {"speed_mean_mps": "mean_speed_mps", "truncation_rate": "timeout_rate"}
 VOLATILE = ("time", "date", "machine")
 
-old, new = (json.loads(open(p).read()) for p in sys.argv[1:3])
+ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+ap.add_argument("old", type=Path, help="final_eval.json of the old code")
+ap.add_argument("new", type=Path, help="final_eval.json of the new code")
+args = ap.parse_args()
+old, new = (json.loads(p.read_text()) for p in (args.old, args.new))
 def renamed(d):
     """Old names -> new names, also inside per_episode entries; per-episode keys only one side has are
     dropped from both (grasp runs now carry grasp metrics there instead of all-zero driving ones)."""
