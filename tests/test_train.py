@@ -385,6 +385,8 @@ def test_cli_help_and_unknown_env_exit_codes(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_saves_checkpoint_and_model(tmp_path):
     logs = tmp_path / "runs"
+    # a shell's background job (`pytest ... &`) starts with SIGINT ignored and Python keeps it so in every
+    # child: give the training the disposition a terminal's Ctrl-C finds
     proc = _cli(
         "--env",
         "lane-keep",
@@ -407,6 +409,7 @@ def test_ctrl_c_saves_checkpoint_and_model(tmp_path):
         "--set",
         "hyperparams.batch_size=32",
         "--no-progress",
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     run = logs / "lane-keep" / "ppo_1"
     deadline = time.time() + 90
