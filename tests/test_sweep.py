@@ -36,6 +36,8 @@ def run_sweep(*argv, timeout=240, env=None) -> subprocess.CompletedProcess:
 
 
 def wait_for(cond, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    # generous timeouts: Ray workers in a fresh virtual environment (no .pyc yet) on 2 loaded cores took
+    # over 150 s to start the first trial in one CI run; the same tests then passed in 185 s in all
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():
@@ -176,9 +178,9 @@ def test_seed_sweep_interrupted_and_resumed(tmp_path):
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         run0 = sweep / "runs" / "seed0" / "lane-keep" / "ppo_1"
-        wait_for(lambda: (sweep / "runs" / "seed0" / "trial.json").is_file(), 150, "the first trial", proc)
+        wait_for(lambda: (sweep / "runs" / "seed0" / "trial.json").is_file(), 420, "the first trial", proc)
         second = [sweep / "runs" / f"seed{s}" / "lane-keep" / "ppo_1" for s in (1, 2)]
-        wait_for(lambda: any(has_checkpoint(r) for r in second), 120, "a checkpoint of the second trial", proc)
+        wait_for(lambda: any(has_checkpoint(r) for r in second), 420, "a checkpoint of the second trial", proc)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
     finally:
@@ -298,7 +300,7 @@ def test_cluster_worker_node_killed_mid_trial_is_retried_from_checkpoint(tmp_pat
                         return c
             return None
 
-        wait_for(lambda: victim() is not None, 150, "a checkpoint of the trial on the worker node", proc)
+        wait_for(lambda: victim() is not None, 420, "a checkpoint of the trial on the worker node", proc)
         name = victim()
         doomed = [raylet, *_children(raylet)]
         pid = json.loads((runs[name] / "train.pid").read_text())["pid"]
