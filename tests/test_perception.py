@@ -328,16 +328,18 @@ def test_ablation_statistics_and_arms_validate():
     a = summarise(rows)["a"]
     assert a["success_per_seed"] == [0.75, 1.0] and a["pooled"] == "7/8"
     assert abs(a["success_mean"] - 0.875) < 1e-12 and a["train_wall_time_s_mean"] == 10.5
-    # failure modes: the first infraction that applies; a time-out without one is the stop trap
-    ok = {"success": 1.0, "truncated": False, "lane_invasions": 0}
+    # failure modes: the outcome classes of kai_drive.metrics.episode_outcome (one vocabulary); a timeout is the stop trap
+    ok = {"success": 1.0, "truncated": False, "lane_invasions": 0, "outcome": "success"}
     assert failure_mode(ok) is None
-    assert failure_mode({"success": 0.0, "collision": 1.0, "lane_invasions": 2, "truncated": False}) == "collision"
-    assert failure_mode({"success": 0.0, "collision": 0.0, "off_road": 1.0, "lane_invasions": 1}) == "off_road"
-    assert failure_mode({"success": 0.0, "collision": 0.0, "lane_invasions": 1, "truncated": True}) == "lane_invasion"
-    assert failure_mode({"success": 0.0, "collision": 0.0, "lane_invasions": 0, "truncated": True}) == "time_out"
-    rows[0]["failures"] = {"lane_invasion": 1, "time_out": 0}
-    rows[1]["failures"] = {"time_out": 2}
-    assert summarise(rows)["a"]["failures"] == {"lane_invasion": 1, "collision": 0, "off_road": 0, "time_out": 2,
+    assert failure_mode({"success": 0.0, "outcome": "collision:vehicle"}) == "collision"
+    assert failure_mode({"success": 0.0, "outcome": "off_road"}) == "off_road"
+    assert failure_mode({"success": 0.0, "outcome": "lane_invasion"}) == "lane_invasion"
+    assert failure_mode({"success": 0.0, "outcome": "timeout"}) == "timeout"
+    assert failure_mode({"success": 0.0, "outcome": "running"}) == "other"
+    assert failure_mode({"success": 0.0}) == "other"
+    rows[0]["failures"] = {"lane_invasion": 1, "timeout": 0}
+    rows[1]["failures"] = {"timeout": 2}
+    assert summarise(rows)["a"]["failures"] == {"lane_invasion": 1, "collision": 0, "off_road": 0, "timeout": 2,
                                                 "other": 0}
 
 

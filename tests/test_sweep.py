@@ -100,6 +100,8 @@ def test_grid_and_search_parsing():
     (["--env", "lane-keep", "--bogus-flag", "5"], "not valid for kai_drive.train"),
     (["--env", "nowhere"], "nowhere"),
     (["--resume", "/nonexistent/sweep"], "no sweep.json"),
+    (["--env", "lane-keep", "--engine", "serial", "--search", "hyperparams.gamma=0.9:0.99"], "--search runs on Ray Tune"),
+    (["--env", "lane-keep", "--engine", "serial", "--max-concurrent", "2"], "are Ray settings"),
 ])  # fmt: skip
 def test_bad_input_exits_2_and_names_the_culprit(argv, message, capsys, tmp_path):
     from kai_drive.sweep import main
@@ -167,6 +169,35 @@ def test_map_episodes_matches_serial_map_in_input_order():
 
 
 # ----------------------------------------------------------------------------------------------- sweeps
+def test_ablation_runs_on_the_serial_sweep_engine_and_continues(tmp_path):
+    """The perception ablation is a sweep (named arms x seeds) on the serial engine: one run folder per trial,
+    the sweep's summary beside the ablation's; a re-run reuses finished runs; kai_drive.sweep --resume refuses
+    it and names the ablation's command."""
+    out = tmp_path / "abl"
+    sets = [a for kv in ("n_envs=1", "vec_env=dummy", "eval.n_envs=1", "hyperparams.n_steps=64",
+                         "hyperparams.batch_size=32", "hyperparams.n_epochs=1") for a in ("--set", kv)]
+    cmd = [sys.executable, "-m", "kai_drive.experiments.ablation", "--arms", "frozen_random", "--seeds", "3",
+           "--timesteps", "64", "--episodes", "2", "--out", str(out), *sets]
+    first = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=420)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    run = out / "runs" / "frozen_random_seed3" / "lane-keep" / "ppo_1"
+    assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == 3
+    assert json.loads((run / "final_eval.json").read_text())["episodes"] == 2
+    abl = json.loads((out / "ablation.json").read_text())
+    arm = abl["arms"]["frozen_random"]
+    assert arm["seeds"] == [3] and arm["pooled"].endswith("/2") and sum(arm["failures"].values()) <= 2
+    assert abl["not_finished"] == [] and abl["runs"][0]["run"] == str(run.resolve())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["configs"][0]["label"] == "frozen_random" and summary["configs"][0]["finished"] == 1
+    assert json.loads((out / "sweep.json").read_text())["made_by"] == "kai_drive.experiments.ablation"
+    stamp = (run / "final_eval.json").stat().st_mtime_ns
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=240)
+    assert again.returncode == 0 and "reused" in again.stdout, again.stdout[-3000:] + again.stderr[-3000:]
+    assert (run / "final_eval.json").stat().st_mtime_ns == stamp and not (run.parent / "ppo_2").exists()
+    res = run_sweep("--resume", out)
+    assert res.returncode == 2 and "kai_drive.experiments.ablation" in res.stderr, res.stderr
+
+
 @pytest.mark.slow
 def test_seed_sweep_interrupted_and_resumed(tmp_path):
     """3 seeds on a 1-CPU local Ray (one trial at a time); Ctrl-C during the second; --resume keeps the

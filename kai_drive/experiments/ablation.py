@@ -1,8 +1,9 @@
 """RL ablation: does pretrained perception help? ``python -m kai_drive.experiments.ablation``.
 
 Trains lane-keep with PPO (agents/ppo.yaml's default recipe and hyperparameters, camera + lidar + state, no privileged
-inputs) under the same env-step budget, for each arm and seed, through the ordinary training CLI (one run
-folder each, with TensorBoard events and ``final_eval.json``), then aggregates:
+inputs) under the same env-step budget, for each arm and seed, as the trials of a sweep
+(:mod:`kai_drive.distributed.sweep`: one ``kai_drive.train`` run folder each, with TensorBoard events and
+``final_eval.json``; ``--engine serial`` -- the default, one run at a time -- or ``--engine ray``), then aggregates:
 
 ==================  =========================================================================================
 arm                 what the policy sees the camera / lidar / state through
@@ -17,25 +18,30 @@ arm                 what the policy sees the camera / lidar / state through
 ==================  =========================================================================================
 
 Per arm: strict success on held-out roads (mean over seeds, 95 % two-level bootstrap CI: seeds resampled, then
-episodes within each seed), the pooled Wilson interval, and the training wall clock (``status.json``).
-Results go to ``<out>/ablation.json`` and ``<out>/ablation.md``. Runs already finished in ``<out>`` are
-reused (re-running continues an interrupted ablation). Run it on a quiet machine: wall clock is a result.
+episodes within each seed), the pooled Wilson interval, how the failed episodes ended (the outcome classes of
+:func:`kai_drive.metrics.episode_outcome`) and the training wall clock (``status.json``). Results go to
+``<out>/ablation.json`` and ``<out>/ablation.md`` (beside the sweep's own summary.md); the trials' run folders
+are ``<out>/runs/<arm>_seed<s>/``. Runs already finished in ``<out>`` are reused (re-running continues an
+interrupted ablation). Run it on a quiet machine and serially: wall clock is a result.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
+import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from kai_drive.distributed import RayMissingError, require_ray
+from kai_drive.distributed.sweep.engine import run_sweep
+from kai_drive.distributed.sweep.flags import build_parser, train_check
+from kai_drive.distributed.sweep.plan import SweepPlan, UsageError, parse_overrides, plan_sweep
+from kai_drive.distributed.sweep.trial import trial_folder
 from kai_drive.stats import two_level_bootstrap, wilson_interval
-from kai_drive.training.runs import RunFolder
+from kai_drive.training.runs import RunFolder, write_json, write_text
 
 #: recipe overrides (``--set`` syntax) per arm, on top of agents/ppo.yaml's lane-keep recipe
 ARMS: dict[str, list[str]] = {
@@ -94,8 +100,9 @@ DEFAULT_ARMS = ("scratch", "scratch_shift", "frozen", "finetune")
 COMMON = ["env_config.sensors.camera.enabled=true", "eval.freq=0"]
 
 
-#: the keys of each run's and arm's "failures" count ("other": failed with none of the four, e.g. still running)
-FAILURE_MODES = ("lane_invasion", "collision", "off_road", "time_out", "other")
+#: how the failed episodes of a run / an arm ended (:func:`kai_drive.metrics.episode_outcome`; ``collision`` = any
+#: ``collision:<kind>``; ``timeout`` without an infraction is the "stop trap", crawling to the time limit)
+FAILURE_MODES = ("lane_invasion", "collision", "off_road", "timeout", "other")
 
 
 def _succeeded(episode: dict[str, Any]) -> bool:
@@ -103,49 +110,62 @@ def _succeeded(episode: dict[str, Any]) -> bool:
 
 
 def failure_mode(episode: dict[str, Any]) -> str | None:
-    """Why a strict-success episode failed (the first that applies: collision, off-road, lane invasion,
-    time-out); None for a success. A time-out with no infraction is the "stop trap" (crawling to the limit)."""
+    """The outcome class of a failed episode of ``final_eval.json`` (its ``outcome``, the one vocabulary of
+    :mod:`kai_drive.metrics`); None for a success."""
     if _succeeded(episode):
         return None
-    if episode.get("collision"):
+    outcome = str(episode.get("outcome", ""))
+    if outcome.startswith("collision"):
         return "collision"
-    if episode.get("off_road"):
-        return "off_road"
-    if episode.get("lane_invasions"):
-        return "lane_invasion"
-    if episode.get("truncated"):
-        return "time_out"
-    return "other"
+    return outcome if outcome in FAILURE_MODES else "other"
 
 
-def finished_runs(folder: Path) -> list[RunFolder]:
-    """The lane-keep PPO runs under ``folder`` (an arm's seed) that wrote their final evaluation, oldest first."""
-    return [r for r in RunFolder.all_in(folder, "ppo", "lane-keep") if r.file(RunFolder.FINAL_EVAL).is_file()]
+def arm_overrides(arms: list[str], extra: list[str], episodes: int) -> dict[str, dict[str, Any]]:
+    """``{arm: {dotted recipe key: value}}``: each arm's settings on top of what every arm shares."""
+    common = parse_overrides(COMMON + [f"eval.final_episodes={episodes}"] + extra)
+    return {a: {**common, **parse_overrides(ARMS[a])} for a in arms}
 
 
-def run_arm(arm: str, seed: int, out: Path, timesteps: int, episodes: int, extra: list[str]) -> dict[str, Any]:
-    """Train one arm at one seed (``python -m kai_drive.train`` in a subprocess: a fresh process per run, as
-    the wall clock is a result) unless a finished run is there already; its successes, failures, wall clock."""
-    folder = out / arm / f"seed{seed}"
-    done = finished_runs(folder)
-    if not done:
-        sets = ARMS[arm] + COMMON + [f"eval.final_episodes={episodes}"] + extra
-        cmd = [sys.executable, "-m", "kai_drive.train", "--env", "lane-keep", "--seed", str(seed),
-               "--timesteps", str(timesteps), "--log-folder", str(folder), "--no-progress"]
-        for s in sets:
-            cmd += ["--set", s]
-        print(f"[{time.strftime('%H:%M:%S')}] {arm} seed {seed}: {' '.join(cmd[1:])}", flush=True)
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        done = finished_runs(folder)
-    run = done[-1]
-    ev, status = run.final_eval(), run.status()
-    flags = [float(_succeeded(e)) for e in ev["per_episode"]]
-    return {
-        "arm": arm, "seed": seed, "run": str(run.path), "timesteps": status["timesteps"],
-        "train_wall_time_s": status["train_wall_time_s"], "successes": int(sum(flags)), "episodes": len(flags),
-        "success_flags": flags, "route_completion_mean": ev.get("route_completion_mean"),
-        "failures": {m: sum(failure_mode(e) == m for e in ev["per_episode"]) for m in FAILURE_MODES},
-    }
+def plan(args: argparse.Namespace, command: str) -> SweepPlan:
+    """The ablation as a sweep plan: arms x seeds, one lane-keep PPO trial each, validated before anything runs."""
+    out = args.out.resolve()
+    if out.is_dir() and any(out.iterdir()) and not (out / "sweep.json").is_file():
+        raise UsageError(f"--out {args.out}: holds files but no sweep.json (an ablation of an older version, "
+                         "<arm>/seed<s>/ folders?); pick a new --out")
+    runtime = [f"--{k.replace('_', '-')}={v}" for k in ("address", "num_cpus", "max_concurrent") if
+               (v := getattr(args, k)) is not None]
+    sweep_args, rest = build_parser().parse_known_args(
+        ["--env", "lane-keep", "--algo", "ppo", "--engine", args.engine, "--name", out.name,
+         "--sweep-root", str(out.parent), *runtime])
+    passthrough = ["--timesteps", str(args.timesteps), "--no-progress"]
+    p = plan_sweep(sweep_args, rest + passthrough, command.split(), out if (out / "sweep.json").is_file() else None,
+                   train_check, arms=arm_overrides(args.arms, args.set, args.episodes), seeds=args.seeds)
+    # a re-run continues: finished trials are reused, checkpointed ones resumed (a new Tuner on Ray: the arms
+    # or seeds may differ from the last call's)
+    p.resume, p.made_by, p.resume_command = False, "kai_drive.experiments.ablation", command
+    return p
+
+
+def arm_results(p: SweepPlan) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per finished trial (successes, failures, wall clock from its run folder) and the unfinished ones."""
+    rows, missing = [], []
+    spec = {"sweep_dir": str(p.sweep_dir)}
+    for t in p.grid_trials:
+        arm = t["name"].rsplit("_seed", 1)[0]
+        run = RunFolder.newest(trial_folder(spec, t["name"]), "ppo")
+        ev = run.final_eval() if run is not None else None
+        if not ev:
+            missing.append(t["name"])
+            continue
+        status = run.status()
+        flags = [float(_succeeded(e)) for e in ev["per_episode"]]
+        rows.append({
+            "arm": arm, "seed": t["seed"], "run": str(run.path), "timesteps": status["timesteps"],
+            "train_wall_time_s": status["train_wall_time_s"], "successes": int(sum(flags)), "episodes": len(flags),
+            "success_flags": flags, "route_completion_mean": ev.get("route_completion_mean"),
+            "failures": {m: sum(failure_mode(e) == m for e in ev["per_episode"]) for m in FAILURE_MODES},
+        })
+    return rows, missing
 
 
 def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -186,7 +206,7 @@ def markdown(arms: dict[str, Any], timesteps: int, episodes: int) -> str:
         per = ", ".join(f"{100 * x:.0f} %" for x in a["success_per_seed"])
         walls = ", ".join(f"{w:.0f}" for w in a["train_wall_time_s"])
         f = a["failures"]
-        fails = f"{f['lane_invasion']} / {f['collision'] + f['off_road']} / {f['time_out']}" + (
+        fails = f"{f['lane_invasion']} / {f['collision'] + f['off_road']} / {f['timeout']}" + (
             f" (+{f['other']} other)" if f["other"] else "")
         lines.append(
             f"| {arm} | {per} | **{100 * a['success_mean']:.1f} %** ({100 * lo:.1f}–{100 * hi:.1f}) | "
@@ -196,6 +216,7 @@ def markdown(arms: dict[str, Any], timesteps: int, episodes: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(prog="python -m kai_drive.experiments.ablation", description=__doc__.split("\n")[0])
     p.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS), choices=list(ARMS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -203,25 +224,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=30, help="held-out roads in each run's final evaluation")
     p.add_argument("--out", type=Path, default=Path("runs/ablation"))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra recipe override, all arms")
+    p.add_argument("--engine", choices=("serial", "ray"), default="serial",
+                   help="serial: one run at a time (default; the wall clock is a result); ray: parallel Ray Tune trials")
+    p.add_argument("--num-cpus", type=int, help="--engine ray: CPUs of the local Ray instance")
+    p.add_argument("--max-concurrent", type=int, help="--engine ray: at most this many runs at a time")
+    p.add_argument("--address", help="--engine ray: Ray cluster to join")
     p.add_argument("--summary-only", action="store_true", help="train nothing: summarise the finished runs in --out")
     args = p.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for seed in args.seeds:  # seed-major: an interrupted ablation has every arm at the same seeds
-        for arm in args.arms:
-            if args.summary_only and not finished_runs(args.out / arm / f"seed{seed}"):
-                print(f"  {arm} seed {seed}: not run")
-                continue
-            r = run_arm(arm, seed, args.out, args.timesteps, args.episodes, args.set)
-            print(f"  {arm} seed {seed}: {r['successes']}/{r['episodes']}, {r['train_wall_time_s']:.0f} s", flush=True)
-            results.append(r)
-    arms = summarise(results)
-    payload = {"timesteps": args.timesteps, "episodes": args.episodes, "arms": arms, "runs": results}
-    (args.out / "ablation.json").write_text(json.dumps(payload, indent=1))
+    command = "python -m kai_drive.experiments.ablation " + " ".join(shlex.quote(a) for a in argv)
+    try:
+        sweep = plan(args, command)
+        if args.engine == "ray" and not args.summary_only:
+            require_ray(command.split(" --")[0])
+    except (UsageError, RayMissingError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    rc = 0 if args.summary_only else run_sweep(sweep, command)
+    rows, missing = arm_results(sweep)
+    for name in missing:
+        print(f"  {name}: not finished")
+    arms = summarise(rows)
+    payload = {"command": command, "timesteps": args.timesteps, "episodes": args.episodes, "arms": arms,
+               "runs": rows, "not_finished": missing}
+    write_json(sweep.sweep_dir / "ablation.json", payload)
     md = markdown(arms, args.timesteps, args.episodes)
-    (args.out / "ablation.md").write_text(md)
+    write_text(sweep.sweep_dir / "ablation.md", md)
     print(md)
-    return 0
+    return rc
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
-"""Run a :class:`kai_drive.distributed.sweep.plan.SweepPlan` with Ray Tune and write the summary.
+"""Run a :class:`kai_drive.distributed.sweep.plan.SweepPlan` (on Ray Tune, or serially in this process) and
+write the summary.
 
 Sweep folder (``runs/sweeps/<name>/``)::
 
-    sweep.json            the command (what --resume re-reads)
+    sweep.json            the command (what --resume re-reads), the engine, what made it (sweep / ablation)
     runs/<trial>/         each trial's --log-folder: <alias>/<algo>_1/ (a normal run folder), train.log, trial.json
-    <trial>/              Ray Tune's own trial records (result.json, params.json)
-    tuner.pkl, experiment_state-*.json, ...   Ray Tune's experiment state (Tuner.restore)
+    <trial>/              Ray Tune's own trial records (result.json, params.json)        (Ray engine only)
+    tuner.pkl, experiment_state-*.json, ...   Ray Tune's experiment state (Tuner.restore)   (Ray engine only)
     summary.json, summary.md   per configuration: success rate / return over seeds (mean, IQM, 95 % CIs)
     best_recipe.yaml      the best configuration's recipe, keyed by env id (kai_drive.train --recipe)
 """
@@ -26,7 +27,7 @@ from typing import Any
 import yaml
 
 from kai_drive.distributed.cluster import ray_session, resolve_address
-from kai_drive.distributed.sweep.trial import train_trial, trial_name, trial_overrides
+from kai_drive.distributed.sweep.trial import run_trial, train_trial, trial_folder, trial_name, trial_overrides
 from kai_drive.stats import aggregate
 from kai_drive.training.runs import RunFolder, write_json, write_text
 
@@ -94,18 +95,97 @@ class Progress:
 
 
 def run_sweep(plan: Any, command: str) -> int:
-    from ray import tune
-
-
+    """Run the plan's trials (``plan.engine``: ``ray`` -- Ray Tune, parallel, search + ASHA, clusters -- or
+    ``serial`` -- one trial after the other in this process, no Ray needed), write summary.json / summary.md /
+    best_recipe.yaml. Exit status: 0 done, 1 some trials failed, 130 interrupted (resumable)."""
     sweep_dir: Path = plan.sweep_dir
     sweep_dir.mkdir(parents=True, exist_ok=True)
     if not plan.resume:
         write_json(sweep_dir / "sweep.json", {"argv": plan.argv, "command": command, "env_id": plan.env_id,
-                                              "algo": plan.algo, "created": _now()})
+                                              "algo": plan.algo, "engine": plan.engine, "made_by": plan.made_by,
+                                              "created": _now()})
     t0 = time.perf_counter()
+    total = len(plan.grid_trials) if plan.grid_trials is not None else plan.trials
+    if plan.engine == "serial":
+        results, interrupted = _run_serial(plan, total)
+        grid = results
+    else:
+        grid, results, interrupted = _run_ray(plan, total)
+    finished = [r for r in results if r["state"] == "finished"]
+    failed = [r for r in results if r["state"] == "error"]
+    unfinished = [r for r in results if r["state"] in ("pending", "running")]
+    if grid is not None and not failed and len(finished) + len([r for r in results if r["state"] == "stopped"]) < total:
+        interrupted = True
+    summary = write_summary(plan, results, command, time.perf_counter() - t0, interrupted or bool(unfinished))
+    _print_summary(summary, sweep_dir)
+    if interrupted or unfinished:
+        print(f"\nsweep interrupted: {len(finished)}/{total} trials finished; continue with: {plan.resume_command}")
+        return 130
+    return 1 if failed else 0
+
+
+def _spec(plan: Any, device_args: list[str]) -> dict[str, Any]:
+    """What every trial needs to know (:func:`kai_drive.distributed.sweep.trial.run_trial`)."""
+    return {
+        "sweep_dir": str(plan.sweep_dir), "env": plan.env_id, "algo": plan.algo, "seed": plan.args.seed,
+        "train_args": plan.train_args + ([] if plan.device_given else device_args),
+        "resume_args": plan.resume_args + ([] if plan.device_given else device_args),
+        "poll_s": plan.args.poll,
+    }
+
+
+def _run_serial(plan: Any, total: int) -> tuple[list[dict], bool]:
+    """The grid's trials one after the other in this process, each in its own training subprocess (so a wall
+    clock measured per run is that run's alone). A failed trial is recorded and the next one runs; Ctrl-C
+    stops the running trial at a checkpoint (resumable) and ends the sweep."""
+    spec = _spec(plan, [])  # each training picks its own device (train's --device auto)
+    print(f"sweep {plan.sweep_dir}: {total} trial(s) of {plan.env_id} / {plan.algo}, one at a time in this process"
+          f"{' (resumed)' if plan.resume else ''}", flush=True)
+    print(f"  tensorboard --logdir {plan.sweep_dir / 'runs'}", flush=True)
+    t0, done, results = time.perf_counter(), 0, []
+    for i, t in enumerate(plan.grid_trials):
+        name, over, seed = t["name"], dict(t["overrides"]), int(t["seed"])
+
+        def report(m: dict[str, Any], name: str = name) -> None:
+            head = f"[{time.perf_counter() - t0:6.0f} s {done}/{total} done]"
+            if not m.get("finished"):
+                print(f"{head} {name} eval @ {m.get('timesteps', 0):,} steps: success "
+                      f"{100 * m.get('success_rate', float('nan')):.0f} %, return {m.get('mean_return', float('nan')):.1f}",
+                      flush=True)
+
+        print(f"[{time.perf_counter() - t0:6.0f} s {done}/{total} done] {name} started", flush=True)
+        record = {"trial": name, "overrides": over, "seed": seed, "state": "pending", "metrics": {}, "error": None,
+                  "label": t.get("label")}
+        try:
+            rec = run_trial(name, over, seed, spec, report)
+        except KeyboardInterrupt:
+            results.append(record)
+            results += [{"trial": u["name"], "overrides": dict(u["overrides"]), "seed": int(u["seed"]),
+                         "state": "pending", "metrics": {}, "error": None, "label": u.get("label")}
+                        for u in plan.grid_trials[i + 1:]]
+            return sorted(results, key=lambda r: r["trial"]), True
+        except RuntimeError as exc:
+            print(f"  {name} failed (see {trial_folder(spec, name) / 'train.log'})", flush=True)
+            record.update(state="error", error=str(exc)[-2000:])
+        else:
+            done += 1
+            record.update(state="finished", metrics={**rec["metrics"], "run_dir": rec["run_dir"],
+                                                     "wall_time_s": rec["wall_time_s"]})
+            held = rec["metrics"].get("final_success_rate")
+            print(f"[{time.perf_counter() - t0:6.0f} s {done}/{total} done] {name} finished at "
+                  f"{rec['metrics'].get('timesteps', 0):,} steps" + (f": held-out success {100 * held:.0f} %" if held
+                                                                     is not None else "")
+                  + (" (finished before: reused)" if rec.get("reused") else ""), flush=True)
+        results.append(record)
+    return sorted(results, key=lambda r: r["trial"]), False
+
+
+def _run_ray(plan: Any, total: int) -> tuple[Any, list[dict], bool]:
+    from ray import tune
+
+    sweep_dir: Path = plan.sweep_dir
     address = resolve_address(plan.args.address)
     num_cpus = plan.args.num_cpus if not address else None
-    total = len(plan.grid_trials) if plan.grid_trials is not None else plan.trials
     interrupted = False
     with ray_session(address, num_cpus=num_cpus, what="python -m kai_drive.sweep") as cluster:
         res = _resources(plan, cluster)
@@ -113,12 +193,7 @@ def run_sweep(plan: Any, command: str) -> int:
         print(f"sweep {sweep_dir}: {total} trial(s) of {plan.env_id} / {plan.algo} on {where}, "
               f"{res['cpu']:g} CPU + {res['gpu']:g} GPU per trial{' (resumed)' if plan.resume else ''}", flush=True)
         print(f"  tensorboard --logdir {sweep_dir / 'runs'}", flush=True)
-        spec = {
-            "sweep_dir": str(sweep_dir), "env": plan.env_id, "algo": plan.algo, "seed": plan.args.seed,
-            "train_args": plan.train_args + ([] if plan.device_given else ["--device", "cuda" if res["gpu"] > 0 else "cpu"]),
-            "resume_args": plan.resume_args + ([] if plan.device_given else ["--device", "cuda" if res["gpu"] > 0 else "cpu"]),
-            "poll_s": plan.args.poll,
-        }
+        spec = _spec(plan, ["--device", "cuda" if res["gpu"] > 0 else "cpu"])
         trainable = tune.with_resources(functools.partial(train_trial, spec=spec), res)
         run_config = tune.RunConfig(
             name=sweep_dir.name,
@@ -139,18 +214,7 @@ def run_sweep(plan: Any, command: str) -> int:
             interrupted = True
             grid = None
         results = _collect(grid, sweep_dir, plan)
-    finished = [r for r in results if r["state"] == "finished"]
-    failed = [r for r in results if r["state"] == "error"]
-    unfinished = [r for r in results if r["state"] in ("pending", "running")]
-    if grid is not None and not failed and len(finished) + len([r for r in results if r["state"] == "stopped"]) < total:
-        interrupted = True
-    summary = write_summary(plan, results, command, time.perf_counter() - t0, interrupted or bool(unfinished))
-    _print_summary(summary, sweep_dir)
-    if interrupted or unfinished:
-        print(f"\nsweep interrupted: {len(finished)}/{total} trials finished; continue with: "
-              f"python -m kai_drive.sweep --resume {sweep_dir}")
-        return 130
-    return 1 if failed else 0
+    return grid, results, interrupted
 
 
 def _param_space(plan: Any) -> dict:
@@ -199,7 +263,8 @@ def _collect(grid: Any, sweep_dir: Path, plan: Any) -> list[dict]:
             else:
                 state = "pending"
             out.append({"trial": name, "overrides": over, "seed": plan.args.seed if seed is None else seed,
-                        "state": state, "metrics": m, "error": None if r.error is None else str(r.error)[-2000:]})
+                        "state": state, "metrics": m, "error": None if r.error is None else str(r.error)[-2000:],
+                        "label": cfg["_trial"].get("label") if "_trial" in cfg else None})
     else:
         for path in sorted((sweep_dir / "runs").glob("*/trial.json")):
             rec = json.loads(path.read_text())
@@ -221,13 +286,14 @@ def write_summary(plan: Any, results: list[dict], command: str, wall_s: float, i
     groups: dict[str, dict] = {}
     for r in results:
         key = json.dumps(r["overrides"], sort_keys=True, default=str)
-        g = groups.setdefault(key, {"overrides": r["overrides"], "trials": []})
+        g = groups.setdefault(key, {"overrides": r["overrides"], "label": r.get("label"), "trials": []})
         g["trials"].append(r)
     configs = []
     for g in groups.values():
         done = [t for t in g["trials"] if t["state"] == "finished"]
         walls = [float(t["metrics"].get("wall_time_s", float("nan"))) for t in done]
         configs.append({
+            "label": g["label"],  # an ablation's arm name (None for grid configurations)
             "overrides": g["overrides"],
             "trials": [t["trial"] for t in g["trials"]],
             "seeds": [t["seed"] for t in done],
@@ -313,6 +379,7 @@ def _markdown(s: dict) -> str:
              "|---|---|---|---|---|---|"]
     for i, c in enumerate(s["configs"]):
         over = ", ".join(f"`{k}={json.dumps(v)}`" for k, v in c["overrides"].items()) or "(recipe as is)"
+        over = f"**{c['label']}**: {over}" if c.get("label") else over
         lines.append(f"| {i + 1} | {over} | {c['finished']}/{len(c['trials'])} | {_fmt(c['success_rate'], True)} | "
                      f"{_fmt(c['mean_return'], False)} | {c['wall_time_s']['sum']:.0f} / {c['wall_time_s']['max']:.0f} |")
     if s["best"]:
@@ -329,7 +396,7 @@ def _markdown(s: dict) -> str:
 def _print_summary(s: dict, sweep_dir: Path) -> None:
     print(f"\nsweep summary ({s['metric']}; {s['value_source']}):")
     for i, c in enumerate(s["configs"]):
-        over = ", ".join(f"{k}={json.dumps(v)}" for k, v in c["overrides"].items()) or "(recipe as is)"
+        over = c.get("label") or ", ".join(f"{k}={json.dumps(v)}" for k, v in c["overrides"].items()) or "(recipe as is)"
         print(f"  {i + 1}. {over}: {c['finished']}/{len(c['trials'])} seeds; success {_fmt(c['success_rate'], True)}; "
               f"return {_fmt(c['mean_return'], False)}; wall {c['wall_time_s']['sum']:.0f} s")
     if s["best"] and s["best"].get("recipe_file"):

@@ -66,6 +66,16 @@ def _key_value(item: str, flag: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
+def parse_overrides(items: list[str], flag: str = "--set") -> dict[str, Any]:
+    """``["hyperparams.gamma=0.98", "encoder={pretrained: null}"]`` -> ``{dotted key: YAML value}`` (a trial's
+    overrides, as ``kai_drive.train --set`` reads them)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, text = _key_value(item, flag)
+        out[key] = _yaml(text, f"{flag} {key}")
+    return out
+
+
 def parse_grid(items: list[str]) -> dict[str, list[Any]]:
     grid: dict[str, list[Any]] = {}
     for item in items:
@@ -168,15 +178,24 @@ class SweepPlan:
     device_given: bool
     args: argparse.Namespace
     resume: bool = False
+    engine: str = "ray"  # ray | serial
+    made_by: str = "kai_drive.sweep"  # or kai_drive.experiments.ablation (sweep.json: who may resume it)
+    resume_command: str = ""
 
 
 def plan_sweep(args: argparse.Namespace, passthrough: list[str], argv: list[str], resume: Path | None,
-               check: Callable[[list[str]], Any]) -> SweepPlan:
+               check: Callable[[list[str]], Any], arms: dict[str, dict[str, Any]] | None = None,
+               seeds: list[int] | None = None) -> SweepPlan:
     """The plan of the parsed sweep flags ``args`` (``passthrough``: the flags for every trial's
     ``kai_drive.train``; ``argv``: the sweep's command line, saved in sweep.json; ``resume``: the sweep folder
     when resuming). ``check(train_argv)`` validates one trial's train command and returns its training plan
-    (``env_id``, ``alias``, ``recipe``); it raises :class:`UsageError` for a bad one."""
+    (``env_id``, ``alias``, ``recipe``); it raises :class:`UsageError` for a bad one.
+
+    ``arms`` (the ablation): named configurations ``{name: {dotted key: value}}`` in place of ``--grid``, each
+    trained at every one of ``seeds`` (trials ``<name>_seed<s>``, seed-major)."""
     _check_flags(args, passthrough)
+    if arms is not None and (args.grid or args.search):
+        raise UsageError("named arms replace --grid and --search")
     grid = parse_grid(args.grid)
     search = parse_search(args.search)
     if search and (grid or args.seeds > 1):
@@ -195,6 +214,11 @@ def plan_sweep(args: argparse.Namespace, passthrough: list[str], argv: list[str]
     configs: list[dict[str, Any]] = [{}]
     for key, values in grid.items():
         configs = [{**c, key: v} for c in configs for v in values]
+    if arms is not None:
+        configs = list(arms.values())
+        clash = sorted({k for over in configs for k in over if any(a.startswith(k + "=") for a in passthrough)})
+        if clash:
+            raise UsageError(f"{', '.join(clash)}: set by an arm and with --set; drop one")
     # validate every configuration (grid) or the corners of the search space, with kai_drive.train itself
     probes = [{d.key: d.corners()[0] for d in search}, {d.key: d.corners()[-1] for d in search}] if search else configs
     check_dev = [] if device_given else ["--device", "cpu"]
@@ -209,11 +233,13 @@ def plan_sweep(args: argparse.Namespace, passthrough: list[str], argv: list[str]
         argv=list(argv), env_id=first.env_id, alias=first.alias, algo=args.algo, sweep_dir=Path(sweep_dir).resolve(),
         train_args=[*(["--recipe", str(Path(args.recipe).resolve())] if args.recipe else []), *extra],
         resume_args=[a for a in ("--no-progress",)] + _resume_flags(extra),
-        grid_trials=None if search else grid_trials(configs, args.seed, args.seeds), search=search or None,
+        grid_trials=None if search else (arm_trials(arms, seeds or [args.seed]) if arms is not None
+                                         else grid_trials(configs, args.seed, args.seeds)), search=search or None,
         trials=args.trials, metric=args.metric, early_stop=args.early_stop, max_t=max_t,
         grace=args.grace_timesteps or max(1, max_t // 4), cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial, default_cpus=float(recipe.n_envs if recipe.vec_env == "subproc" else 1),
-        device_given=device_given, args=args, resume=resume is not None,
+        device_given=device_given, args=args, resume=resume is not None, engine=args.engine,
+        resume_command=f"python -m kai_drive.sweep --resume {sweep_dir}",
     )
 
 
@@ -223,6 +249,11 @@ def _check_flags(args: argparse.Namespace, passthrough: list[str]) -> None:
     for flag, why in OWNED_TRAIN_FLAGS.items():
         if any(a == flag or a.startswith(flag + "=") for a in passthrough):
             raise UsageError(f"{flag} cannot be passed to the trials: {why}")
+    if args.engine == "serial" and args.search:
+        raise UsageError("--search runs on Ray Tune (Optuna + ASHA); use --engine ray, or --grid with --engine serial")
+    if args.engine == "serial" and (args.address or args.cpus_per_trial or args.gpus_per_trial or args.max_concurrent):
+        raise UsageError("--address, --cpus-per-trial, --gpus-per-trial and --max-concurrent are Ray settings; "
+                         "the serial engine runs one trial at a time here")
     if args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
     if args.trials < 1:
@@ -253,6 +284,14 @@ def grid_trials(configs: list[dict[str, Any]], first_seed: int, seeds: int) -> l
             name = (f"c{ci:02d}_" if len(configs) > 1 else "") + f"seed{s}"
             out.append({"name": name, "overrides": over, "seed": s, "config": ci})
     return out
+
+def arm_trials(arms: dict[str, dict[str, Any]], seeds: list[int]) -> list[dict]:
+    """``[{"name", "overrides", "seed", "config"}]``: every named arm at every seed (``frozen_seed2``), seed-major
+    (an interrupted serial run has every arm at the same seeds)."""
+    names = list(arms)
+    return [{"name": f"{a}_seed{s}", "overrides": arms[a], "seed": s, "config": names.index(a), "label": a}
+            for s in seeds for a in names]
+
 
 def _resume_flags(extra: list[str]) -> list[str]:
     """Flags kept when a trial resumes its run (the recipe itself comes from the run's config.yaml)."""

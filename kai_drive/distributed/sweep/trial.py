@@ -1,4 +1,5 @@
-"""The Ray Tune trial: one ``python -m kai_drive.train`` run in a subprocess, in a deterministic folder.
+"""A sweep trial: one ``python -m kai_drive.train`` run in a subprocess, in a deterministic folder (on Ray Tune
+or, with the serial engine, in the sweep's own process).
 
 ``<sweep>/runs/<trial name>/`` is the trial's ``--log-folder``, so its run folder is
 ``<sweep>/runs/<trial name>/<env alias>/<algo>_1/`` -- a normal run folder (TensorBoard events, checkpoints,
@@ -6,7 +7,7 @@ evaluations.json, final_eval.json) whatever happens to the trial. The trial func
 
 1. resumes the run (``--resume``) when the folder already holds a checkpoint (a retry after a worker
    died, a resumed sweep), or only re-reports it when the run had already finished;
-2. polls ``evaluations.json`` and reports every new periodic evaluation to Ray Tune (``tune.report``):
+2. polls ``evaluations.json`` and reports every new periodic evaluation (to Ray Tune: ``tune.report``):
    ``timesteps``, ``success_rate``, ``mean_return``, ``route_completion`` -- what ASHA and Optuna see;
 3. reports a last result with ``finished: True`` and the held-out ``final_*`` metrics;
 4. stops the subprocess (SIGTERM: checkpoint and exit 130) if the trial is stopped, and raises if it
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from kai_drive.distributed.watchdog import FLAG
 from kai_drive.training.runs import RunFolder, write_json
@@ -191,27 +192,38 @@ def _alive(pid: int) -> bool:
 
 
 def train_trial(config: dict[str, Any], spec: dict[str, Any]) -> None:
-    """Ray Tune function trainable (bound to ``spec`` with functools.partial / tune.with_parameters).
+    """Ray Tune function trainable (bound to ``spec`` with functools.partial / tune.with_parameters): runs
+    :func:`run_trial` and reports to Ray Tune (``tune.report``), which ASHA and Optuna read."""
+    from ray import tune
+
+    name = trial_name(config, tune.get_context().get_trial_id())
+    overrides, seed = trial_overrides(config)
+    run_trial(name, overrides, spec.get("seed", 0) if seed is None else seed, spec, tune.report)
+
+
+def trial_folder(spec: dict[str, Any], name: str) -> Path:
+    """The trial's ``--log-folder``: ``<sweep>/runs/<trial name>``."""
+    return Path(spec["sweep_dir"]) / "runs" / name
+
+
+def run_trial(name: str, overrides: dict[str, Any], seed: int, spec: dict[str, Any],
+              report: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """One trial, on Ray or in this process (the serial engine): a ``python -m kai_drive.train`` subprocess in
+    the trial's folder; every new periodic evaluation and the final result are passed to ``report``. Returns
+    the trial record (also written to ``trial.json``); raises RuntimeError when the training fails.
 
     ``spec`` keys: ``sweep_dir`` (absolute), ``env``, ``algo``, ``train_args`` (pass-through flags for a
     new run), ``resume_args`` (flags for ``--resume``), ``seed`` (search trials), ``poll_s``.
     """
-    from ray import tune
-
     t0 = time.perf_counter()
-    ctx = tune.get_context()
-    name = trial_name(config, ctx.get_trial_id())
-    overrides, seed = trial_overrides(config)
-    seed = spec.get("seed", 0) if seed is None else seed
-    log_folder = Path(spec["sweep_dir"]) / "runs" / name
+    log_folder = trial_folder(spec, name)
     algo = spec["algo"]
 
     run = RunFolder.newest(log_folder, algo)
     resumed = False
     if run is not None:
         if run.status().get("state") == "finished" and run.final_eval_done():  # done before: report, don't retrain
-            _report_finished(run, log_folder, name, overrides, seed, t0, spec, reused=True)
-            return
+            return _report_finished(run, log_folder, name, overrides, seed, t0, report, reused=True)
         # (finished but its final evaluation was cut short: --resume trains nothing and redoes only that)
         if run.latest_checkpoint() is None:  # died before its first checkpoint: start afresh, same name
             shutil.rmtree(run.path)
@@ -232,8 +244,8 @@ def train_trial(config: dict[str, Any], spec: dict[str, Any]) -> None:
             if run is not None:
                 history = run.evaluations()
                 for entry in history[reported:]:
-                    tune.report({**eval_metrics(entry), "finished": False, "trial": name,
-                                 "run_dir": str(run.path), "resumed": resumed})
+                    report({**eval_metrics(entry), "finished": False, "trial": name,
+                            "run_dir": str(run.path), "resumed": resumed})
                 reported = max(reported, len(history))
             if rc is not None:
                 break
@@ -242,13 +254,11 @@ def train_trial(config: dict[str, Any], spec: dict[str, Any]) -> None:
         proc.stop()
     if rc != 0 or run is None:
         raise RuntimeError(f"trial {name}: kai_drive.train exited with {rc} ({proc.log_path}):\n{proc.tail()}")
-    _report_finished(run, log_folder, name, overrides, seed, t0, spec, reused=False, resumed=resumed)
+    return _report_finished(run, log_folder, name, overrides, seed, t0, report, reused=False, resumed=resumed)
 
 
 def _report_finished(run: RunFolder, log_folder: Path, name: str, overrides: dict, seed: int, t0: float,
-                     spec: dict, reused: bool, resumed: bool = False) -> None:
-    from ray import tune
-
+                     report: Callable[[dict[str, Any]], None], reused: bool, resumed: bool = False) -> dict[str, Any]:
     metrics = final_metrics(run, run.evaluations())
     record = _read_json(log_folder / TRIAL_FILE, {}) or {}
     wall = record.get("wall_time_s", 0.0) if reused else record.get("wall_time_s", 0.0) + time.perf_counter() - t0
@@ -256,5 +266,6 @@ def _report_finished(run: RunFolder, log_folder: Path, name: str, overrides: dic
               "resumed": bool(record.get("resumed")) or resumed, "metrics": metrics}
     if not reused:
         write_json(log_folder / TRIAL_FILE, record)
-    tune.report({**metrics, "finished": True, "trial": name, "run_dir": str(run.path), "wall_time_s": wall,
-                 "resumed": record["resumed"]})
+    report({**metrics, "finished": True, "trial": name, "run_dir": str(run.path), "wall_time_s": wall,
+            "resumed": record["resumed"], "reused": reused})
+    return {**record, "reused": reused}
