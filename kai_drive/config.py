@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 __all__ = [
-    "SpecError", "StrictModel", "deep_merge", "dotted_to_nested", "format_validation_error", "read_yaml",
+    "SpecError", "StrictModel", "deep_merge", "dotted_to_nested", "format_validation_error", "read_yaml", "set_dotted",
     "read_yaml_mapping",
 ]
 
@@ -49,15 +49,30 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return out
 
 
+def set_dotted(rec: Any, path: str, value: Any) -> None:
+    """Set ``a.b.c`` of a nested record in place (``a.0.c``: item 0 of a list; missing or None dicts on the way
+    are created)."""
+    keys = path.split(".")
+    cur: Any = rec
+    for k in keys[:-1]:
+        if isinstance(cur, list):
+            cur = cur[int(k)]
+        else:
+            if cur.get(k) is None:
+                cur[k] = {}
+            cur = cur[k]
+    last = keys[-1]
+    if isinstance(cur, list):
+        cur[int(last)] = value
+    else:
+        cur[last] = value
+
+
 def dotted_to_nested(pairs: Mapping[str, Any]) -> dict[str, Any]:
     """``{"sensors.camera.width": 96}`` -> ``{"sensors": {"camera": {"width": 96}}}``."""
     out: dict[str, Any] = {}
     for key, value in pairs.items():
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
+        set_dotted(out, key, value)
     return out
 
 

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import gymnasium
 import numpy as np
 
+from kai_drive.config import set_dotted as set_path  # (the one dotted-key setter; re-exported under its old name)
 from kai_drive.metrics import episode_outcome
 
 __all__ = ["Trajectory", "make_env", "rollout", "set_path", "apply_overrides", "ObsTransform", "sensor_transform"]
@@ -56,24 +57,6 @@ def make_env(env_id: str, env_config: dict | None = None, render_mode: str | Non
 
     env_id, _ = resolve_env(env_id)
     return gymnasium.make(env_id, config=dict(env_config or {}), render_mode=render_mode)
-
-
-def set_path(rec: dict, path: str, value: Any) -> None:
-    """Set ``a.b.c`` (or ``a.0.c`` in a list) of a nested record in place."""
-    keys = path.split(".")
-    cur: Any = rec
-    for k in keys[:-1]:
-        if isinstance(cur, list):
-            cur = cur[int(k)]
-        else:
-            if cur.get(k) is None:
-                cur[k] = {}
-            cur = cur[k]
-    last = keys[-1]
-    if isinstance(cur, list):
-        cur[int(last)] = value
-    else:
-        cur[last] = value
 
 
 def _resolve(value: Any, ctx: dict) -> Any:
