@@ -144,7 +144,7 @@ class KaiEnv(gymnasium.Env):
         return self._observe(), info
 
     def _apply_scene(self, record: Any) -> None:
-        """Light and sensor-noise factors of the record -> the sensors (per episode).
+        """Light, sensor-noise and camera-pose factors of the record -> the sensors (per episode).
 
         Every light parameter is set explicitly, default or not: the renderer keeps the last light it
         was given, and an episode must never see the previous one's."""
@@ -156,10 +156,9 @@ class KaiEnv(gymnasium.Env):
                 "config={'world.renderer': 'tiny'} (TinyRenderer honours it) or leave the light at its default"
             )
         self._light = full_light(None if light is None else light.camera_kwargs())
-        noise = getattr(record, "sensor_noise", None)
         for sensor, base in zip(self.sensors, self._sensor_specs):
             sensor.set_light(self._light)
-            upd = sensor.noise_update(noise) if noise else {}
+            upd = sensor.episode_update(record)  # sensor_noise (and the camera's pose jitter)
             sensor.spec = base.model_copy(update=upd) if upd else base
 
     # -- save / restore (branching rollouts) --------------------------------------------------------

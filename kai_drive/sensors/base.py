@@ -76,6 +76,12 @@ class Sensor:
         """Spec fields set by the episode's ``sensor_noise`` record (see :attr:`noise_factors`)."""
         return {field: getattr(sensor_noise, factor) for factor, field in self.noise_factors.items()}
 
+    def episode_update(self, record: Any) -> dict[str, Any]:
+        """Spec fields set by the episode's scenario record (applied to the env's base spec for this
+        episode only): by default the ``sensor_noise`` factors (:meth:`noise_update`)."""
+        noise = getattr(record, "sensor_noise", None)
+        return self.noise_update(noise) if noise else {}
+
     def read(self, world: Any, ego: Any, mount: Mount, rng: np.random.Generator, out: dict) -> None:
         """Write this sensor's entries into ``out``; ``rng`` is the env's sensor-noise generator."""
         raise NotImplementedError

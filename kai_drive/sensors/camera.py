@@ -74,11 +74,10 @@ class Camera(Sensor):
         self.spec = spec
         self.name = name
         self.width, self.height = spec.width, spec.height
-        pitch, yaw = math.radians(spec.pitch_deg), math.radians(spec.yaw_deg)
-        cy, sy, cp, sp = math.cos(yaw), math.sin(yaw), math.cos(pitch), math.sin(pitch)
-        self._fwd_local = np.array([cp * cy, cp * sy, sp])
-        self._up_local = np.array([-sp * cy, -sp * sy, cp])
-        self._offset = np.asarray(spec.position_m, dtype=np.float64)
+        #: the mount of the spec section; the pose of an episode is this plus the record's camera_pose
+        self._base_spec = spec
+        self._pose_key: tuple = ()
+        self._pose(spec)
         self._proj = pybullet.computeProjectionMatrixFOV(
             spec.fov_deg, spec.width / spec.height, spec.near_m, spec.far_m
         )
@@ -109,7 +108,34 @@ class Camera(Sensor):
                 lut[body_id + 1] = SEG_CLASSES.get(kind, SEG_CLASSES["obstacle"])
             self._seg_lut = lut
 
+    def _pose(self, spec: Any) -> None:
+        """Offset and local view axes of ``spec``'s mount (recomputed only when the pose changes)."""
+        key = (tuple(spec.position_m), spec.pitch_deg, spec.yaw_deg)
+        if key == self._pose_key:
+            return
+        pitch, yaw = math.radians(spec.pitch_deg), math.radians(spec.yaw_deg)
+        cy, sy, cp, sp = math.cos(yaw), math.sin(yaw), math.cos(pitch), math.sin(pitch)
+        self._fwd_local = np.array([cp * cy, cp * sy, sp])
+        self._up_local = np.array([-sp * cy, -sp * sy, cp])
+        self._offset = np.asarray(spec.position_m, dtype=np.float64)
+        self._pose_key = key
+
+    def episode_update(self, record: Any) -> dict[str, Any]:
+        """The sensor-noise factors, and the record's ``camera_pose`` jitter as a displaced mount
+        (``position_m``, ``pitch_deg``, ``yaw_deg`` of the spec section plus the displacement; nothing
+        when the jitter is zero, so the default pose is the spec's, bit for bit)."""
+        upd = super().episode_update(record)
+        jitter = getattr(record, "camera_pose", None)
+        if jitter is not None and jitter != type(jitter)():
+            b = self._base_spec
+            upd["position_m"] = (b.position_m[0] + jitter.dx_m, b.position_m[1] + jitter.dy_m,
+                                 b.position_m[2] + jitter.dz_m)
+            upd["pitch_deg"] = b.pitch_deg + math.degrees(jitter.dpitch_rad)
+            upd["yaw_deg"] = b.yaw_deg + math.degrees(jitter.dyaw_rad)
+        return upd
+
     def view_matrix(self, mount: Mount) -> tuple:
+        self._pose(self.spec)
         eye = mount.to_world(self._offset)
         fwd = mount.rotation @ self._fwd_local
         up = mount.rotation @ self._up_local

@@ -2,7 +2,8 @@
 
 A :class:`Scenario` is a plain, JSON-serialisable record (pydantic) of every factor of an episode:
 road, ego start, traffic, the lead vehicle's behaviour, static obstacles, crossing pedestrians,
-light, surface and marking colours, distractor objects and sensor noise. ``info["scenario"]`` at
+light, surface and marking colours, distractor objects, sensor noise and the camera's pose jitter.
+``info["scenario"]`` at
 reset is ``Scenario.model_dump(mode="json")``; ``reset(options={"scenario": record_or_subset})`` sets
 any subset of factors exactly, the rest drawn from the seed as usual.
 
@@ -16,6 +17,12 @@ constant or a ``[low, high]`` range drawn uniformly per episode (domain randomis
 ``scenario: {light: {intensity: [0.6, 1.0]}}``. The defaults give an empty road in TinyRenderer's
 default light: lane-keep's images are byte-identical to what they were before.
 
+Training distributions (domain randomisation) are named *presets* of the same section,
+``scenario.presets.<name>``: overlays of the entries above that apply only when named in
+``scenario.use`` (e.g. a recipe's ``train_env_config: {scenario.use: [appearance, sensors]}``), so an
+env's nominal distribution, and every evaluation, is untouched unless asked. :meth:`ScenarioSpec.effective`
+is the distribution actually drawn from.
+
 Units: m, s, m/s, m/s^2, rad (angles in the YAML are in degrees where the name says ``_deg``).
 """
 
@@ -25,20 +32,21 @@ import math
 from typing import Any, Literal, Mapping
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from kai_drive.config import FrozenModel
+from kai_drive.config import FrozenModel, deep_merge
 from kai_drive.sim.road import DEFAULT_COLORS
 
 __all__ = [
     "Scenario", "ScenarioSpec", "draw_factors", "factor_rng", "FACTOR_STREAMS",
-    "TrafficCar", "Lead", "Obstacle", "Pedestrian", "Light", "Colors", "Distractor", "SensorNoise",
+    "TrafficCar", "Lead", "Obstacle", "Pedestrian", "Light", "Colors", "Distractor", "SensorNoise", "CameraPose",
+    "light_angles_deg",
 ]
 
 #: factor -> index of its random stream (append only: changing an index changes every episode)
 FACTOR_STREAMS: dict[str, int] = {
     "ego": 1, "traffic": 2, "lead": 3, "obstacles": 4, "pedestrians": 5,
-    "light": 6, "colors": 7, "distractors": 8, "sensor_noise": 9,
+    "light": 6, "colors": 7, "distractors": 8, "sensor_noise": 9, "camera_pose": 10,
 }
 
 #: TinyRenderer's defaults (what getCameraImage uses when no light argument is given)
@@ -159,6 +167,18 @@ class SensorNoise(_Rec):
     state_noise_std: float = Field(0.0, ge=0)
 
 
+class CameraPose(_Rec):
+    """Displacement of the camera from its mount in the ``sensors.camera`` section (small pose jitter,
+    per episode), in the car frame: x forward, y left, z up. All zero (the default) is the mount as
+    specified, bit for bit."""
+
+    dx_m: float = Field(0.0, ge=-0.5, le=0.5)
+    dy_m: float = Field(0.0, ge=-0.5, le=0.5)
+    dz_m: float = Field(0.0, ge=-0.5, le=0.5)
+    dpitch_rad: float = Field(0.0, ge=-0.35, le=0.35, description="+ looks up, rad")
+    dyaw_rad: float = Field(0.0, ge=-0.35, le=0.35, description="+ turns left, rad")
+
+
 class Scenario(_Rec):
     """Every factor of one driving episode. Top-level road/ego keys are flat (as before the record)."""
 
@@ -178,6 +198,7 @@ class Scenario(_Rec):
     colors: Colors = Colors()
     distractors: list[Distractor] = []
     sensor_noise: SensorNoise = SensorNoise()
+    camera_pose: CameraPose = CameraPose()
 
     @field_validator("ego_lane")
     @classmethod
@@ -276,6 +297,22 @@ class SensorNoiseSpec(_RangeChecked):
     state_noise_std: Range | None = None
 
 
+class CameraPoseSpec(_RangeChecked):
+    """Camera pose jitter per episode: each a constant or a ``[low, high]`` range of the displacement
+    from the mount (car frame: x forward, y left, z up; angles in degrees, + pitch looks up)."""
+
+    dx_m: Range = 0.0
+    dy_m: Range = 0.0
+    dz_m: Range = 0.0
+    dpitch_deg: Range = 0.0
+    dyaw_deg: Range = 0.0
+
+
+#: the entries of ScenarioSpec that are distributions (what a preset may overlay)
+_DISTRIBUTIONS = ("traffic", "lead", "obstacles", "pedestrians", "light", "colors", "distractors",
+                  "sensor_noise", "camera_pose")
+
+
 class ScenarioSpec(FrozenModel):
     traffic: TrafficSpec = TrafficSpec()
     lead: LeadSpec = LeadSpec()
@@ -285,6 +322,60 @@ class ScenarioSpec(FrozenModel):
     colors: ColorsSpec = ColorsSpec()
     distractors: DistractorSpec = DistractorSpec()
     sensor_noise: SensorNoiseSpec = SensorNoiseSpec()
+    camera_pose: CameraPoseSpec = CameraPoseSpec()
+    presets: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="named distributions (domain randomisation): overlays of the entries above, e.g. "
+        "{appearance: {light: {intensity: [0.7, 1.3]}}}; they apply only when named in `use`",
+    )
+    use: list[str] = Field(
+        default_factory=list,
+        description="presets applied, in this order, over the nominal entries (later ones win); "
+        "[] = the nominal distribution. Training only: a recipe's train_env_config: {scenario.use: [...]}",
+    )
+
+    _effective: Any = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _presets(self) -> "ScenarioSpec":
+        for name, overlay in self.presets.items():
+            bad = sorted(set(overlay) - set(_DISTRIBUTIONS))
+            if bad:
+                raise ValueError(f"presets.{name}: {bad} cannot be set by a preset; valid: {list(_DISTRIBUTIONS)}")
+            self._overlay(self.nominal(), overlay, f"presets.{name}")  # each preset valid on its own
+        unknown = [n for n in self.use if n not in self.presets]
+        if unknown:
+            raise ValueError(f"use: unknown preset(s) {unknown}; this env defines {sorted(self.presets) or 'none'}")
+        eff = self.nominal()
+        for name in self.use:
+            eff = self._overlay(eff, self.presets[name], f"presets.{name}")
+        self._effective = ScenarioSpec.model_validate(eff) if self.use else None
+        return self
+
+    def nominal(self) -> dict[str, Any]:
+        """The distribution entries without any preset (a plain dict)."""
+        return {k: getattr(self, k).model_dump(mode="python") for k in _DISTRIBUTIONS}
+
+    @staticmethod
+    def _overlay(base: dict[str, Any], overlay: Mapping[str, Any], where: str) -> dict[str, Any]:
+        merged = deep_merge(base, overlay)
+        try:
+            ScenarioSpec.model_validate(merged)
+        except ValidationError as err:
+            lines = [f"{where}.{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in err.errors()]
+            raise ValueError("; ".join(lines)) from None
+        return merged
+
+    def effective(self) -> "ScenarioSpec":
+        """The distribution episodes are drawn from: the nominal entries with the presets of ``use``
+        applied in order (``self`` when ``use`` is empty)."""
+        return self if self._effective is None else self._effective
+
+    def preset(self, name: str) -> "ScenarioSpec":
+        """The distribution of preset ``name`` alone over the nominal entries."""
+        if name not in self.presets:
+            raise KeyError(f"no preset {name!r}; this env defines {sorted(self.presets) or 'none'}")
+        return ScenarioSpec.model_validate(deep_merge(self.nominal(), self.presets[name]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,6 +479,19 @@ def _draw_light(rng: np.random.Generator, li: LightSpec) -> dict:
     }
 
 
+def light_angles_deg(direction: Vec3) -> tuple[float, float]:
+    """``(azimuth, elevation)`` in degrees of a light direction vector (azimuth in [0, 360) from +x
+    towards +y, elevation above the ground plane): the inverse of the spec's ``azimuth_deg`` /
+    ``elevation_deg``."""
+    x, y, z = (float(v) for v in direction)
+    return math.degrees(math.atan2(y, x)) % 360.0, math.degrees(math.atan2(z, math.hypot(x, y)))
+
+
+def _draw_camera_pose(rng: np.random.Generator, cp: CameraPoseSpec) -> dict:
+    return {"dx_m": _u(rng, cp.dx_m), "dy_m": _u(rng, cp.dy_m), "dz_m": _u(rng, cp.dz_m),
+            "dpitch_rad": math.radians(_u(rng, cp.dpitch_deg)), "dyaw_rad": math.radians(_u(rng, cp.dyaw_deg))}
+
+
 def _draw_distractors(rng: np.random.Generator, ds: DistractorSpec, start_s_m: float) -> list[dict]:
     return [
         {"s_m": start_s_m + _u(rng, ds.s_ahead_m), "side": int(1 if rng.random() < 0.5 else -1),
@@ -402,7 +506,10 @@ def draw_factors(spec: ScenarioSpec, road_seed: int, *, n_lanes: int, lane_width
     """Draw every non-road factor from its own stream. ``ego_start`` holds the start ranges of the task:
     ``start_offset_m`` (+-), ``start_heading_rad`` (+-), ``start_speed_mps`` ([lo, hi]); ``sensor_noise``
     the value of each sensor-noise factor that the spec does not draw (the ``sensors:`` section's,
-    :func:`kai_drive.sensors.base.noise_defaults`)."""
+    :func:`kai_drive.sensors.base.noise_defaults`). The spec's presets named in ``use`` apply
+    (:meth:`ScenarioSpec.effective`)."""
+    spec = spec.effective()
+
     def rng(factor: str) -> np.random.Generator:
         return factor_rng(road_seed, factor)
 
@@ -418,4 +525,5 @@ def draw_factors(spec: ScenarioSpec, road_seed: int, *, n_lanes: int, lane_width
     noise, sn = rng("sensor_noise"), spec.sensor_noise
     out["sensor_noise"] = {k: (_u(noise, getattr(sn, k)) if getattr(sn, k) is not None else float(v))
                            for k, v in sensor_noise.items()}
+    out["camera_pose"] = _draw_camera_pose(rng("camera_pose"), spec.camera_pose)
     return out
