@@ -152,6 +152,21 @@ def baseline_episode(seed: int) -> dict:
             "trace": positions}
 
 
+def _niceness(_: int) -> int:
+    return os.nice(0)
+
+
+def test_local_ray_workers_run_at_the_callers_priority():
+    """Ray lowers its workers to nice 15 by default; trials and episodes beside nice-0 jobs then starved
+    (1 % of a core each); a local instance started by kai_drive keeps the caller's niceness."""
+    from kai_drive.distributed.episodes import map_episodes
+
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    assert map_episodes(_niceness, [0, 1], num_cpus=2) == [os.nice(0)] * 2
+
+
 def test_map_episodes_matches_serial_map_in_input_order():
     from kai_drive.distributed.episodes import map_episodes, serial_map
 

@@ -36,6 +36,10 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, num_gpu
             raise ValueError("num_cpus/num_gpus are for a local Ray instance; a cluster has its own (drop --num-cpus)")
         ray.init(address=address, log_to_driver=False)
     else:
+        # Ray lowers its workers' priority to nice 15 by default: our work runs in them (sweep trials, evaluation
+        # episodes), and on a machine shared with anything at nice 0 they starved (measured: 1 % of a core each
+        # beside nice-0 jobs). A local instance runs them at the caller's priority; $RAY_worker_niceness wins.
+        os.environ.setdefault("RAY_worker_niceness", "0")
         kwargs = {"num_cpus": num_cpus or os.cpu_count() or 1, "include_dashboard": False, "log_to_driver": False}
         if num_gpus is not None:
             kwargs["num_gpus"] = num_gpus
