@@ -162,10 +162,12 @@ def test_short_run_writes_everything_and_resumes(algo, tmp_path, capsys):
     first_max_step = max(step for tag, vals in tags.items() if not tag.startswith("__") for step, _ in vals)
 
     # resume: continues from the newest checkpoint, step count and TensorBoard curve carry on
+    first_wall = json.loads((run / "status.json").read_text())["train_wall_time_s"]
     rc = train("--resume", run, "--timesteps", 512, "--no-progress", "--final-eval", 0)
     assert rc == 0
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "finished" and status["timesteps"] > first_steps
+    assert status["train_wall_time_s"] > first_wall > 0  # the training time of both sessions
     assert cls.load(run / "final_model.zip", device="cpu").num_timesteps == status["timesteps"]
     assert not (logs / "lane-keep" / f"{algo}_2").exists()
     assert [p.name for p in run.iterdir() if p.is_dir()].count("tb") == 1 and not list((run / "tb").glob("*/"))

@@ -229,6 +229,7 @@ class Session:
     interrupted: bool = False
     t_start: float = field(default_factory=time.perf_counter)
     train_s: float = 0.0
+    train_s_before: float = 0.0  # a resumed run: the training time of its earlier sessions (status.json)
     imitation_s: float = 0.0
     steps_before: int = 0
 
@@ -339,6 +340,7 @@ def open_run_folder(s: Session) -> RunFolder:
     plan, r = s.plan, s.plan.recipe
     if plan.resume is not None:
         run = RunFolder(plan.resume)
+        s.train_s_before = float(run.status().get("train_wall_time_s") or 0.0)
         stamp = datetime.datetime.now().isoformat(timespec="seconds")
         run.write_command(f"# resumed {stamp} from {plan.checkpoint[1].name}\n{plan.command}\n", append=True)
         return run
@@ -464,7 +466,7 @@ def save_run(s: Session, ckpt_cb: RunCheckpointCallback) -> Path | None:
             "state": "interrupted" if s.interrupted else "finished",
             "timesteps": int(model.num_timesteps),
             "target_timesteps": int(r.n_timesteps),
-            "train_wall_time_s": round(s.train_s, 2),
+            "train_wall_time_s": round(s.train_s_before + s.train_s, 2),  # all sessions of the run
             **({"imitation_wall_time_s": round(s.imitation_s, 2)} if s.imitation_s else {}),
             "updated": datetime.datetime.now().isoformat(timespec="seconds"),
         })
@@ -507,7 +509,7 @@ def final_eval(s: Session, test_base: Any) -> dict:
         "deterministic": True,
         "seed": plan.seed,
         "timesteps": int(s.model.num_timesteps),
-        "train_wall_time_s": round(s.train_s, 2),
+        "train_wall_time_s": round(s.train_s_before + s.train_s, 2),  # all sessions of the run
         "eval_wall_time_s": round(res.pop("wall_time_s"), 2),
         "total_wall_time_s": round(time.perf_counter() - s.t_start, 2),
         "road_seeds": seeds,
