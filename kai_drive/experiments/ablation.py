@@ -121,9 +121,10 @@ def failure_mode(episode: dict[str, Any]) -> str | None:
 
 
 def arm_overrides(arms: list[str], extra: list[str], episodes: int) -> dict[str, dict[str, Any]]:
-    """``{arm: {dotted recipe key: value}}``: each arm's settings on top of what every arm shares."""
+    """``{arm: {dotted recipe key: value}}``: each arm's settings, then what every arm shares (``extra``, the
+    user's ``--set``, last: it wins over an arm's own value, as on the training command line)."""
     common = parse_overrides(COMMON + [f"eval.final_episodes={episodes}"] + extra)
-    return {a: {**common, **parse_overrides(ARMS[a])} for a in arms}
+    return {a: {**parse_overrides(ARMS[a]), **common} for a in arms}
 
 
 def plan(args: argparse.Namespace, command: str) -> SweepPlan:
