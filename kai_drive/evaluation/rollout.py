@@ -17,6 +17,7 @@ import numpy as np
 
 from kai_drive.config import set_dotted as set_path  # (the one dotted-key setter; re-exported under its old name)
 from kai_drive.metrics import episode_outcome
+from kai_drive.sensors.base import missing_value
 
 __all__ = ["Trajectory", "make_env", "rollout", "set_path", "apply_overrides", "ObsTransform", "sensor_transform"]
 
@@ -169,7 +170,7 @@ def sensor_transform(spec: dict, seed: int) -> ObsTransform:
             if mode in ("black", "zero"):
                 out[k] = np.zeros_like(v)
             elif mode == "missing":
-                out[k] = np.ones_like(v)
+                out[k] = np.full_like(v, missing_value(k))
             elif mode is not None:
                 raise ValueError(f"sensor transform {k}: {mode!r}; valid: black/zero (images, state), missing (lidar)")
             std = float(noise.get(k, 0.0))

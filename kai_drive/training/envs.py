@@ -7,7 +7,8 @@ Road seeds are split so that evaluation never drives a road the training drove:
 * the final evaluation (``final_eval.json``) uses ``TEST_ROAD_SEED_BASE + i`` — held out from training
   *and* from model selection, and the same for every run so runs are compared on the same roads.
 
-The stack (inner to outer): ``KaiEnv`` -> :class:`RoadSeeds` -> :class:`EpisodeMetrics` -> SB3
+The stack (inner to outer): ``KaiEnv`` -> (training, when the recipe asks: :class:`ModalityDropout`) ->
+:class:`RoadSeeds` -> :class:`EpisodeMetrics` -> SB3
 ``Monitor`` -> ``DummyVecEnv``/``SubprocVecEnv`` -> ``VecFrameStack`` (frame_stack > 1) ->
 ``VecNormalize`` (when the recipe enables it).
 """
@@ -112,6 +113,54 @@ class EpisodeMetrics(gymnasium.Wrapper):
         return self.env.unwrapped.chase_camera(width, height)
 
 
+class ModalityDropout(gymnasium.Wrapper):
+    """Training-time sensor failure: at every reset each listed observation entry is lost for the whole episode
+    with its probability (``{"camera": 0.2, "lidar": 0.2}``), its array filled with the sensor's own "missing"
+    value (:func:`kai_drive.sensors.base.missing_value`: a black image, lidar beams at 1.0 = no hit) -- what
+    the evaluation's ``camera_black`` / ``lidar_missing`` conditions show a policy. At most all but one of the
+    listed entries are lost at once (the policy always keeps a sensor to fall back on). ``info["lost_sensors"]``
+    names the lost ones. Draws come from a generator reseeded by ``reset(seed=...)``, so a seeded training run
+    is reproducible."""
+
+    def __init__(self, env: gymnasium.Env, probabilities: dict[str, float]) -> None:
+        super().__init__(env)
+        from kai_drive.sensors.base import missing_value
+
+        space = env.observation_space
+        names = list(space.spaces) if isinstance(space, gymnasium.spaces.Dict) else []
+        unknown = sorted(set(probabilities) - set(names))
+        if unknown:
+            raise ValueError(f"modality_dropout: {', '.join(unknown)} not in the observation ({', '.join(names)})")
+        self.probabilities = {k: float(p) for k, p in probabilities.items() if p > 0}
+        self._fill = {k: missing_value(k) for k in self.probabilities}
+        self._rng = np.random.default_rng()
+        self.lost: tuple[str, ...] = ()
+
+    def _drop(self, obs: dict) -> dict:
+        if not self.lost:
+            return obs
+        out = dict(obs)
+        for k in self.lost:
+            out[k] = np.full_like(obs[k], self._fill[k])
+        return out
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if seed is not None:
+            self._rng = np.random.default_rng([seed, 104729])
+        keys = list(self.probabilities)
+        lost = [k for k in keys if self._rng.random() < self.probabilities[k]]
+        if len(keys) > 1 and len(lost) == len(keys):  # never all of them: keep one, chosen at random
+            lost.pop(int(self._rng.integers(len(lost))))
+        self.lost = tuple(lost)
+        obs, info = self.env.reset(seed=seed, options=options)
+        info["lost_sensors"] = list(self.lost)
+        return self._drop(obs), info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return self._drop(obs), reward, terminated, truncated, info
+
+
 def make_env_fn(
     env_id: str,
     env_config: dict[str, Any],
@@ -119,11 +168,13 @@ def make_env_fn(
     render_mode: str | None = None,
     in_subprocess: bool = False,
     expert: str | None = None,
+    modality_dropout: dict[str, float] | None = None,
 ) -> Callable[[], gymnasium.Env]:
     """A picklable thunk building one wrapped env (runs inside the worker for SubprocVecEnv).
 
     ``expert``: a name of :data:`kai_drive.training.imitation.EXPERTS`; the env then carries
-    :class:`~kai_drive.training.imitation.ExpertLabels` (imitation data collection)."""
+    :class:`~kai_drive.training.imitation.ExpertLabels` (imitation data collection).
+    ``modality_dropout``: per-episode sensor loss while training (:class:`ModalityDropout`)."""
 
     def _init() -> gymnasium.Env:
         if in_subprocess:
@@ -138,6 +189,8 @@ def make_env_fn(
             from kai_drive.training.imitation import ExpertLabels
 
             env = ExpertLabels(env, expert)
+        if modality_dropout:
+            env = ModalityDropout(env, modality_dropout)
         env = RoadSeeds(env, split)
         env = EpisodeMetrics(env)
         return Monitor(env)
@@ -162,15 +215,18 @@ def make_vec_env(
     render_mode: str | None = None,
     encoder: Any = None,
     expert: str | None = None,
+    modality_dropout: dict[str, float] | None = None,
 ):
     """The VecEnv (without VecNormalize, see :func:`wrap_normalize`).
 
     ``encoder`` (a recipe's :class:`~kai_drive.training.recipe.EncoderSettings`): observations become
-    frozen perception embeddings (:class:`kai_drive.perception.EncodedVecEnv`)."""
+    frozen perception embeddings (:class:`kai_drive.perception.EncodedVecEnv`); ``modality_dropout``: see
+    :class:`ModalityDropout` (the encoder then sees the lost sensor's "missing" reading, as in evaluation)."""
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack
 
     subproc = vec_env == "subproc" and n_envs > 1
-    fns = [make_env_fn(env_id, env_config, split, render_mode, in_subprocess=subproc, expert=expert) for _ in range(n_envs)]
+    fns = [make_env_fn(env_id, env_config, split, render_mode, in_subprocess=subproc, expert=expert,
+                       modality_dropout=modality_dropout) for _ in range(n_envs)]
     venv = SubprocVecEnv(fns, start_method="forkserver") if subproc else DummyVecEnv(fns)
     if seed is not None:
         venv.seed(seed)

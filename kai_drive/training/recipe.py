@@ -161,6 +161,11 @@ class Recipe(StrictModel):
         "`evaluate --run` / `play --run`, e.g. held-out test objects (grasp: task.object_split: test); never "
         "used for model selection",
     )
+    modality_dropout: dict[str, float] = Field(
+        default_factory=dict,
+        description="training envs only: probability per episode that an observation entry is lost (filled with "
+        "its sensor's missing value), e.g. {camera: 0.2, lidar: 0.2}; never all at once",
+    )
     hyperparams: dict[str, Any] = Field(default_factory=dict)
     imitation: ImitationSettings | None = Field(
         None, description="behaviour cloning + DAgger from a scripted expert before RL (docs/training.md)"
@@ -186,6 +191,14 @@ class Recipe(StrictModel):
             if self.frame_stack > 1:
                 raise ValueError("with encoder: frame_stack must be 1 (the shipped encoders see one frame)")
         return self
+
+    @field_validator("modality_dropout")
+    @classmethod
+    def _dropout(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: p for k, p in value.items() if not 0.0 <= float(p) < 1.0}
+        if bad:
+            raise ValueError(f"probabilities must be in [0, 1): {bad}")
+        return {k: float(p) for k, p in value.items()}
 
     @field_validator("policy_kwargs")
     @classmethod

@@ -285,7 +285,7 @@ def build_envs(s: Session) -> None:
     seed_offset = 0 if plan.checkpoint is None else plan.checkpoint[0]
     s.venv = make_vec_env(
         plan.env_id, env_config_for(r, "train"), r.n_envs, r.vec_env, "train", r.frame_stack,
-        seed=plan.seed + seed_offset, encoder=r.encoder,
+        seed=plan.seed + seed_offset, encoder=r.encoder, modality_dropout=r.modality_dropout,
     )
     vn_path = plan.checkpoint[2] if plan.checkpoint else None
     if plan.checkpoint and r.normalisation.enabled and vn_path is None:
@@ -441,7 +441,8 @@ def imitate(s: Session, callbacks: list) -> None:
 
     def make_venv():
         return make_vec_env(plan.env_id, env_config_for(r, "train"), im.n_envs, "subproc", "train", r.frame_stack,
-                            seed=plan.seed + 100_003, encoder=r.encoder, expert=im.expert)
+                            seed=plan.seed + 100_003, encoder=r.encoder, expert=im.expert,
+                            modality_dropout=r.modality_dropout)
 
     history = run_imitation(s.model, make_venv, im, seed=plan.seed, log=say, logger=s.model.logger)
     wall = time.perf_counter() - t0
