@@ -1,0 +1,129 @@
+"""What a search found: distinct failures, failure modes, the most influential factors, and for each mode the
+smallest single-factor change toward the nominal distribution that removes the failure.
+
+* **Distinct failures** (:func:`distinct_failures`): failures whose factor quantiles ``u = Phi(z)`` differ by
+  more than ``tol`` (0.05: 5 % of a factor's range) in at least one factor from every earlier failure, so a
+  search that keeps re-finding the same world does not count it twice.
+* **Influence** (:func:`influence`): ``|corr(u_i, severity)|`` over every episode of the search.
+* **Modes** (:func:`failure_modes`): failures grouped by outcome (``collision:vehicle``, ``lane_invasion``,
+  ...), then single-linkage clusters within an outcome: two failures are linked when their quantiles over
+  the ``k`` most influential factors are within ``radius`` (Euclidean). Neither scipy nor scikit-learn is
+  a kai-drive dependency; this is the connected-components form of single linkage (union-find).
+* **Smallest single-factor change** (:func:`smallest_changes`): for a mode's most plausible failure, each
+  factor alone is moved toward the median of its range (``z_i -> t z_i``): ``t = 0`` first (the factor at
+  its median); if that removes the failure, ``bisect`` halvings find the smallest move (in latent standard
+  deviations, comparable across factors) that still does. Replays of the full record, so nothing else changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from kai_drive.evaluation.stress.space import FactorSpace
+
+__all__ = ["distinct_failures", "influence", "failure_modes", "smallest_changes"]
+
+
+def distinct_failures(u: np.ndarray, tol: float = 0.05) -> list[int]:
+    """Indices (into the rows of ``u``, the failures in the order found) of the distinct ones (greedy)."""
+    keep: list[int] = []
+    for i, row in enumerate(np.atleast_2d(u)):
+        if all(np.nanmax(np.abs(row - u[j])) > tol for j in keep):
+            keep.append(i)
+    return keep
+
+
+def influence(u: np.ndarray, sev: np.ndarray) -> np.ndarray:
+    """``|corr(u_i, severity)|`` per factor (0 where a column or the severity is constant or missing)."""
+    u, sev = np.atleast_2d(np.asarray(u, float)), np.asarray(sev, float)
+    out = np.zeros(u.shape[1])
+    for i in range(u.shape[1]):
+        ok = np.isfinite(u[:, i])
+        if ok.sum() > 2 and np.std(u[ok, i]) > 0 and np.std(sev[ok]) > 0:
+            out[i] = abs(float(np.corrcoef(u[ok, i], sev[ok])[0, 1]))
+    return out
+
+
+def failure_modes(u: np.ndarray, outcomes: list[str], order: np.ndarray, k: int = 3, radius: float = 0.25) -> list[int]:
+    """A mode label per failure (0 = the biggest mode): outcome, then single linkage over the ``k`` most
+    influential factors (``order``: factor indices, most influential first)."""
+    n = len(outcomes)
+    cols = list(order[: max(1, min(k, u.shape[1]))])
+    pts = np.nan_to_num(np.atleast_2d(u)[:, cols], nan=0.5) if n else np.zeros((0, len(cols)))
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(n):
+        for j in range(i + 1, n):
+            if outcomes[i] == outcomes[j] and np.linalg.norm(pts[i] - pts[j]) <= radius:
+                parent[find(i)] = find(j)
+    roots = [find(i) for i in range(n)]
+    sizes: dict[int, int] = {}
+    for r in roots:
+        sizes[r] = sizes.get(r, 0) + 1
+    rank = {r: m for m, r in enumerate(sorted(sizes, key=lambda r: (-sizes[r], r)))}
+    return [rank[r] for r in roots]
+
+
+def smallest_changes(  # long: the bisection over every factor in batched rounds, and its rows
+    space: FactorSpace, record: dict, seed: int, run: Callable[[list[dict]], list[dict]],
+    make_item: Callable[[int, dict], dict], bisect: int = 3,
+) -> dict[str, Any]:
+    """For the failure ``record``: per factor, the smallest move toward its median that removes the failure
+    (see the module docstring); ``run`` runs a batch of items built by ``make_item(seed, full_record)``.
+    Returns ``{"factors": [...], "smallest": the row with the smallest move or None, "episodes": n}``."""
+    x0 = space.read(record)
+    z0 = space.to_z(x0)
+    rows: dict[int, dict] = {}
+    episodes = 0
+
+    def replay(cands: list[tuple[int, float]]) -> list[dict]:
+        items = []
+        for i, t in cands:
+            z = z0.copy()
+            z[i] = t * z0[i]
+            x = x0.copy()
+            x[i] = float(space.factors[i].to_x(np.array([z[i]]))[0])
+            items.append(make_item(seed, space.apply(x, record=record)))
+        return run(items)
+
+    cands = [(i, 0.0) for i in range(space.dim) if np.isfinite(z0[i]) and abs(z0[i]) > 1e-6]
+    res = replay(cands)
+    episodes += len(res)
+    lo: dict[int, float] = {}
+    for (i, _), r in zip(cands, res):
+        f = space.factors[i]
+        rows[i] = {"factor": f.name, "failure_value": float(x0[i]), "failure_z": float(z0[i]),
+                   "median_value": float(f.to_x(np.array([0.0]))[0]), "removes_failure": not r["failed"],
+                   "outcome_at_median": r["outcome"]}
+        if not r["failed"]:
+            lo[i] = 0.0  # t = 0 removes it, t = 1 (the failure) does not
+    hi = {i: 1.0 for i in lo}
+    for _ in range(bisect):
+        cands = [(i, 0.5 * (lo[i] + hi[i])) for i in lo]
+        if not cands:
+            break
+        res = replay(cands)
+        episodes += len(res)
+        for (i, t), r in zip(cands, res):
+            if r["failed"]:
+                hi[i] = t
+            else:
+                lo[i] = t
+    for i, t in lo.items():  # t: the largest tested fraction of the original z that still removes the failure
+        f = space.factors[i]
+        x_new = float(f.to_x(np.array([t * z0[i]]))[0])
+        rows[i].update({"changed_value": x_new, "change": x_new - float(x0[i]),
+                        "change_sigma": float((1 - t) * abs(z0[i]))})
+    factors = [rows[i] for i in sorted(rows)]
+    removing = [r for r in factors if r["removes_failure"]]
+    best = min(removing, key=lambda r: r["change_sigma"]) if removing else None
+    return {"factors": factors, "smallest": best, "episodes": episodes}
+
