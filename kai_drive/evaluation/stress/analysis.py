@@ -13,6 +13,7 @@ smallest single-factor change toward the nominal distribution that removes the f
   factor alone is moved toward the median of its range (``z_i -> t z_i``): ``t = 0`` first (the factor at
   its median); if that removes the failure, ``bisect`` halvings find the smallest move (in latent standard
   deviations, comparable across factors) that still does. Replays of the full record, so nothing else changes.
+  Discrete factors (a pedestrian's side) have no "small" change and are left out.
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def smallest_changes(  # long: the bisection over every factor in batched rounds
             items.append(make_item(seed, space.apply(x, record=record)))
         return run(items)
 
-    cands = [(i, 0.0) for i in range(space.dim) if np.isfinite(z0[i]) and abs(z0[i]) > 1e-6]
+    cands = [(i, 0.0) for i, f in enumerate(space.factors)
+             if not f.discrete and np.isfinite(z0[i]) and abs(z0[i]) > 1e-6]
     res = replay(cands)
     episodes += len(res)
     lo: dict[int, float] = {}

@@ -128,10 +128,8 @@ def stress_test(  # long: one run from its inputs to the analysed result, in ord
 def _analyse(found: Any, space: Any, run: Callable, replay_item: Callable, config: SearchConfig, max_modes: int,
              bisect: int, log: Callable[[str], None]) -> dict[str, Any]:  # long: one section per finding
     """Failures, distinct ones, influence, modes, and per mode: replay check and smallest change."""
-    from statistics import NormalDist
-
     eps = found.episodes
-    u_all = np.vectorize(NormalDist().cdf, otypes=[float])(found.z) if len(eps) else np.zeros((0, space.dim))
+    u_all = space.quantiles(found.z) if len(eps) else np.zeros((0, space.dim))
     sev = np.asarray([e["severity"] for e in eps], float)
     fail_idx = [i for i, e in enumerate(eps) if e["failed"]]
     search_idx = [i for i in fail_idx if found.phase[i] == "search"]

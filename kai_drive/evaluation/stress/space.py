@@ -12,8 +12,9 @@ density itself is flat inside the support, so it could not rank records; the lat
 
 Factors with a list behind them (pedestrians, obstacles, traffic, distractors) set the first item of the
 list the seed's road draws (the one nearest the start for pedestrians), when it exists; other items stay as
-drawn. Discrete factors (counts, sides, lanes) and the road itself come from the road seed, drawn from the
-nominal distribution for every episode.
+drawn. The first pedestrian's side (a fair coin) is searched too, as a latent normal whose sign picks the side
+(nominal: exactly 50/50). Other discrete factors (counts, lanes, other sides) and the road itself come from the
+road seed, drawn from the nominal distribution for every episode.
 """
 
 from __future__ import annotations
@@ -55,12 +56,19 @@ class Factor:
     low: float
     high: float
     mode: str = "value"  # value / s_ahead (+ ego start s) / cube (3 equal sizes) / speed_pair (speed and desired)
+    #                      / side (a fair coin: x < 0 -> -1, right; x >= 0 -> +1, left)
+
+    @property
+    def discrete(self) -> bool:
+        return self.mode == "side"
 
     def to_x(self, z: np.ndarray) -> np.ndarray:
         u = np.vectorize(_N01.cdf, otypes=[float])(np.asarray(z, float))
         return self.low + (self.high - self.low) * u
 
     def to_z(self, x: np.ndarray) -> np.ndarray:
+        if self.discrete:  # a recorded side: the median of its half of the latent line
+            return np.where(np.asarray(x, float) < 0, _N01.inv_cdf(0.25), _N01.inv_cdf(0.75))
         u = (np.asarray(x, float) - self.low) / (self.high - self.low)
         u = np.clip(u, _U_EPS, 1 - _U_EPS)
         return np.vectorize(_N01.inv_cdf, otypes=[float])(u)
@@ -108,6 +116,8 @@ def factor_space(env: Any, only: list[str] | None = None) -> "FactorSpace":  # l
             if mode == "s_ahead":
                 lo, hi = lo + start_s, hi + start_s
             factors.append(Factor(path, lo, hi, mode))
+        if section == "pedestrians":  # which side the first pedestrian starts from: drawn 50/50 (_draw_pedestrians)
+            factors.append(Factor("pedestrians.0.side", -1.0, 1.0, "side"))
     if only:
         factors = [f for f in factors if any(o in f.name for o in only)]
     if not factors:
@@ -139,6 +149,15 @@ class FactorSpace:
     def to_z(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, float)
         return np.stack([f.to_z(x[..., i]) for i, f in enumerate(self.factors)], axis=-1)
+
+    def quantiles(self, z: np.ndarray) -> np.ndarray:
+        """``Phi(z)`` per factor; a side factor's quantile is 0.25 or 0.75 (which half), so two worlds that
+        differ only in the latent value of the same side are the same world."""
+        u = np.vectorize(_N01.cdf, otypes=[float])(np.asarray(z, float))
+        for i, f in enumerate(self.factors):
+            if f.discrete:
+                u[..., i] = np.where(u[..., i] < 0.5, 0.25, 0.75)
+        return u
 
     @staticmethod
     def log_likelihood(z: np.ndarray) -> np.ndarray:
@@ -178,6 +197,8 @@ class FactorSpace:
                 item = items[0]
                 if f.mode == "cube":
                     item[rest] = [v, v, v]
+                elif f.mode == "side":
+                    item["side"] = 1 if v >= 0 else -1
                 elif f.mode == "speed_pair":
                     item["speed_mps"], item["desired_speed_mps"] = v, v
                 else:
