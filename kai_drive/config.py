@@ -72,7 +72,7 @@ def dotted_to_nested(pairs: Mapping[str, Any]) -> dict[str, Any]:
     """``{"sensors.camera.width": 96}`` -> ``{"sensors": {"camera": {"width": 96}}}``."""
     out: dict[str, Any] = {}
     for key, value in pairs.items():
-        set_dotted(out, key, value)
+        set_dotted(out, key, copy.deepcopy(value))  # the result shares nothing with ``pairs``
     return out
 
 

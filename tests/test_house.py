@@ -107,3 +107,16 @@ def test_import_and_make_print_nothing():
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout == "", f"stdout not quiet: {out.stdout[:300]!r}"
     assert "pybullet build time" not in out.stderr and "argv[0]" not in out.stderr, out.stderr[:300]
+
+
+def test_cli_modules_import_without_torch():
+    """--help and flag errors stay fast: no CLI module imports torch, SB3 or Ray before it parses its flags
+    (a module-level `from kai_drive.training import trainer` once made `sweep --help` take 20 s)."""
+    code = ("import sys, importlib\n"
+            "for m in ('train', 'sweep', 'evaluate', 'play', 'pretrain', 'bench', 'snapshot', 'stress'):\n"
+            "    importlib.import_module('kai_drive.' + m)\n"
+            "heavy = sorted(k for k in ('torch', 'stable_baselines3', 'ray') if k in sys.modules)\n"
+            "print('heavy:', heavy)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PKG.parent, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "heavy: []" in out.stdout, out.stdout

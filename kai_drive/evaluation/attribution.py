@@ -21,11 +21,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from kai_drive import stats
+from kai_drive.sensors.base import missing_value
 
 __all__ = ["integrated_gradients", "intervention_agreement", "ATTR_KEYS"]
 
 ATTR_KEYS = ("camera", "lidar")
-_BASELINE = {"camera": 0.0, "lidar": 1.0}
 _DIFF_TOL = {"camera": 12.0, "lidar": 0.01}
 
 
@@ -50,7 +50,7 @@ def integrated_gradients(policy: Any, obs: dict, n_steps: int = 16) -> dict[str,
 
         ig = IntegratedGradients(fwd)
         inputs = tuple(x[k] for k in keys)
-        baselines = tuple(torch.full_like(x[k], _BASELINE[k]) for k in keys)
+        baselines = tuple(torch.full_like(x[k], missing_value(k)) for k in keys)  # each sensor's 'lost' reading
         attrs = ig.attribute(inputs, baselines=baselines, n_steps=n_steps, method="gausslegendre")
         for k, a in zip(keys, attrs):
             a = np.abs(a[0].detach().numpy())

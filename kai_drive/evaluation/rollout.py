@@ -15,11 +15,11 @@ from typing import Any, Callable
 import gymnasium
 import numpy as np
 
-from kai_drive.config import set_dotted as set_path  # (the one dotted-key setter; re-exported under its old name)
+from kai_drive.config import set_dotted
 from kai_drive.metrics import episode_outcome
 from kai_drive.sensors.base import missing_value
 
-__all__ = ["Trajectory", "make_env", "rollout", "set_path", "apply_overrides", "ObsTransform", "sensor_transform"]
+__all__ = ["Trajectory", "make_env", "rollout", "apply_overrides", "ObsTransform", "sensor_transform"]
 
 ObsTransform = Callable[[dict, int], dict]
 
@@ -79,7 +79,7 @@ def apply_overrides(record: dict, overrides: dict | None, ctx: dict) -> dict:
     relative forms of :func:`_resolve`)."""
     out = copy.deepcopy(record)
     for path, value in (overrides or {}).items():
-        set_path(out, path, _resolve(copy.deepcopy(value), ctx))
+        set_dotted(out, path, _resolve(copy.deepcopy(value), ctx))
     return out
 
 

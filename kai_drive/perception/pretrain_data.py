@@ -21,7 +21,8 @@ from tqdm import tqdm
 import kai_drive  # noqa: F401  (registers the envs)
 from kai_drive.catalog import resolve_env
 from kai_drive.perception.pretrain_recipe import CollectRecipe, PretrainRecipe
-from kai_drive.perception.weights import LEGACY_RENDERER, atomic_write
+from kai_drive.files import atomic as atomic_write
+from kai_drive.perception.weights import LEGACY_RENDERER
 
 LOG = logging.getLogger("kai_drive.pretrain")
 

@@ -11,7 +11,6 @@ Problems with the folder raise :class:`~kai_drive.perception.pretrain_data.Pretr
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import shutil
 import time
@@ -32,7 +31,8 @@ from kai_drive.perception.pretrain_data import PretrainError, load_or_collect
 from kai_drive.perception.pretrain_recipe import PretrainRecipe, default_recipe, load_recipe
 from kai_drive.perception.pretraining import PairSampler, Pretrainer, batch_from
 from kai_drive.perception.probes import probe_table, run_probes
-from kai_drive.perception.weights import WEIGHTS_DIR, atomic_write, load_encoder, resolve_device, save_weights
+from kai_drive.files import atomic as atomic_write, write_json
+from kai_drive.perception.weights import WEIGHTS_DIR, load_encoder, resolve_device, save_weights
 
 LOG = logging.getLogger("kai_drive.pretrain")
 
@@ -70,12 +70,6 @@ def run_pretraining(env: str = "lane-keep", recipe_file: str | None = None, out:
 
 def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def save_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (temporary name, then ``os.replace``)."""
-    text = json.dumps(obj, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)) + "\n"
-    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def open_run(env: str, recipe_file: str | None, out: str | None, resume: str | None,
@@ -116,7 +110,7 @@ def probe_only(recipe: PretrainRecipe, out: Path, data: dict, probe: dict, weigh
     space, renderer = env_space(recipe)
     encoder = load_encoder(space, weights or resolve_env(recipe.env)[1], renderer=renderer)
     res = run_probes(encoder, recipe, data, probe, recipe.seed)
-    save_json(out / "probes.json", res)
+    write_json(out / "probes.json", res)
     return res
 
 
@@ -188,7 +182,7 @@ def finish(trainer: Pretrainer, recipe: PretrainRecipe, out: Path, data: dict, p
     encoder = trainer.encoder.cpu()
     if probes:
         res = run_probes(encoder, recipe, data, probe, recipe.seed)
-        save_json(out / "probes.json", res)
+        write_json(out / "probes.json", res)
         table = probe_table(res)
         atomic_write(out / "probes.md", lambda tmp: tmp.write_text(table + "\n"))
         print(table)

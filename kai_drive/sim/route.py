@@ -390,10 +390,6 @@ class Route:
         sg = self.segments[i]
         return sg.curvature_start + sg.curvature_rate * (s - self._seg_s0[i])
 
-    def heading_at(self, s: float) -> float:
-        """Heading (rad, wrapped to [-pi, pi)) of the reference line at arc length ``s`` (m)."""
-        return self.pose_at(s)[2]
-
     def pose_at(self, s: float, d: float = 0.0) -> tuple[float, float, float]:
         """World pose of the point at arc length ``s`` (m) and lateral offset ``d`` (m, + left).
 

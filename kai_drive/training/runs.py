@@ -16,18 +16,16 @@ Layout of a run folder::
 
 from __future__ import annotations
 
-import json
 import pickle
 import re
 import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from kai_drive.config import read_yaml_mapping
-from kai_drive.files import atomic
+from kai_drive.files import atomic, read_json, write_json, write_text  # noqa: F401  (re-exported)
 from kai_drive.training.recipe import env_config_for
 
 CHECKPOINT_RE = re.compile(r"^model_(\d+)_steps\.zip$")
@@ -35,33 +33,8 @@ CHECKPOINT_RE = re.compile(r"^model_(\d+)_steps\.zip$")
 IMAGE_KEYS = ("camera", "depth", "segmentation")
 
 
-def write_text(path: Path, text: str) -> Path:
-    return atomic(path, lambda p: p.write_text(text))
-
-
-def write_json(path: Path, data: Any) -> Path:
-    return write_text(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
-
-
 def write_yaml(path: Path, data: Any) -> Path:
     return write_text(path, yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=110))
-
-
-def read_json(path: Path, default: Any = None) -> Any:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        return default
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def save_model(model: Any, path: Path) -> Path:
@@ -234,10 +207,7 @@ class RunFolder:
         return self._json(self.EVALUATIONS, []) or []
 
     def _json(self, name: str, default: Any = None) -> Any:
-        try:
-            return json.loads((self.path / name).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return default
+        return read_json(self.path / name, default, corrupt_ok=True)
 
     def final_eval_done(self, config: dict | None = None) -> bool:
         """Whether the final evaluation the recipe asks for (``eval.final_episodes``) has been written."""

@@ -103,7 +103,7 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def resolve_device(name: str) -> str:
+def train_device(name: str) -> str:
     if name == "cuda" and not torch.cuda.is_available():
         raise UsageError(
             "--device cuda: torch.cuda.is_available() is False (CPU-only torch or no GPU); use --device cpu"
@@ -141,7 +141,7 @@ def prepare(args: argparse.Namespace, argv: list[str]) -> Plan:
                 raise SpecError(f"{key} (from {recipe_file}) is not valid for {env_id}:\n{exc}") from None
     return Plan(
         env_id=env_id, alias=alias, algo=algo, seed=0 if args.seed is None else args.seed,
-        device=resolve_device(args.device), recipe=recipe, recipe_file=str(recipe_file),
+        device=train_device(args.device), recipe=recipe, recipe_file=str(recipe_file),
         env_spec=spec.model_dump(mode="json"), progress=progress, verbose=args.verbose,
         log_folder=args.log_folder, command=command,
     )
@@ -164,7 +164,7 @@ def _prepare_resume(args: argparse.Namespace, command: str, progress: bool) -> P
     check_algo_args(recipe, algo, str(run.config_file), "recipe.")
     spec = load_env_spec(env_yaml(alias), recipe.env_config)
     return Plan(
-        env_id=env_id, alias=alias, algo=algo, seed=int(cfg.get("seed", 0)), device=resolve_device(args.device),
+        env_id=env_id, alias=alias, algo=algo, seed=int(cfg.get("seed", 0)), device=train_device(args.device),
         recipe=recipe, recipe_file=str(cfg.get("recipe_file", run.config_file)),
         env_spec=spec.model_dump(mode="json"), progress=progress, verbose=args.verbose,
         log_folder=run.path.parent, resume=run.path, checkpoint=ckpt, command=command,

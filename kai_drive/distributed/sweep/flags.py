@@ -10,7 +10,6 @@ from typing import Any
 from kai_drive.catalog import UnknownEnvError
 from kai_drive.config import SpecError
 from kai_drive.distributed.sweep.plan import METRICS, SweepPlan, UsageError, plan_sweep, read_sweep_json
-from kai_drive.training import trainer
 from kai_drive.training.flags import build_parser as build_train_parser
 from kai_drive.training.recipe import RecipeError
 
@@ -75,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def train_check(argv: list[str]) -> Any:
     """Validate a trial's train command with kai_drive.train itself (parser + recipe + env spec)."""
+    from kai_drive.training import trainer  # torch + SB3: only once a plan is checked (--help stays fast)
+
     parser = build_train_parser()
     try:
         targs = parser.parse_args(argv)

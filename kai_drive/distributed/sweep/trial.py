@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from kai_drive.distributed.watchdog import FLAG
-from kai_drive.training.runs import RunFolder, write_json
+from kai_drive.files import read_json, write_json
+from kai_drive.training.runs import RunFolder
 
 POLL_S = 1.0
 TRIAL_FILE = "trial.json"
@@ -63,13 +64,6 @@ def set_flags(overrides: dict[str, Any]) -> list[str]:
     for key, value in overrides.items():
         out += ["--set", f"{key}={json.dumps(value)}"]
     return out
-
-
-def _read_json(path: Path, default: Any = None) -> Any:
-    try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return default
 
 
 def _driving_only(entry: dict[str, Any], key: str) -> float:
@@ -162,7 +156,7 @@ class _Proc:
 def _wait_for_previous(pid_path: Path, timeout_s: float = 90.0) -> None:
     """A retried trial must not train in the same folder as its predecessor's subprocess, which may still
     be saving its checkpoint after the launcher's SIGTERM (same host only; another host's is gone)."""
-    info = _read_json(pid_path)
+    info = read_json(pid_path, corrupt_ok=True)
     if not info or info.get("host") != socket.gethostname():
         return
     pid = int(info["pid"])
@@ -260,7 +254,7 @@ def run_trial(name: str, overrides: dict[str, Any], seed: int, spec: dict[str, A
 def _report_finished(run: RunFolder, log_folder: Path, name: str, overrides: dict, seed: int, t0: float,
                      report: Callable[[dict[str, Any]], None], reused: bool, resumed: bool = False) -> dict[str, Any]:
     metrics = final_metrics(run, run.evaluations())
-    record = _read_json(log_folder / TRIAL_FILE, {}) or {}
+    record = read_json(log_folder / TRIAL_FILE, {}, corrupt_ok=True) or {}
     wall = record.get("wall_time_s", 0.0) if reused else record.get("wall_time_s", 0.0) + time.perf_counter() - t0
     record = {"trial": name, "overrides": overrides, "seed": seed, "run_dir": str(run.path), "wall_time_s": wall,
               "resumed": bool(record.get("resumed")) or resumed, "metrics": metrics}
