@@ -462,6 +462,18 @@ def _grasp_headline(res: dict[str, Any]) -> str:
             f"return {res['mean_return']:.1f}")
 
 
+def _driving_episode_line(m: dict[str, Any]) -> str:
+    return (f"route {100 * m.get('route_completion', 0):.0f} %, steps {m.get('length', 0)}, |offset| max "
+            f"{m.get('lane_offset_abs_max_m', 0):.2f} m" + (", collision" if m.get("collision") else "")
+            + (", lane invasion" if m.get("lane_invasions") else ""))
+
+
+def _grasp_episode_line(m: dict[str, Any]) -> str:
+    return (f"steps {m.get('length', 0)}, drops {m.get('drops', 0):.0f}, peak force "
+            f"{m.get('peak_contact_force_n', 0):.0f} N, lift {m.get('max_lift_m', 0):.2f} m"
+            + (f", objects out {m.get('objects_out', 0):.0f}" if m.get("objects_out") else ""))
+
+
 # ---------------------------------------------------------------------------------------------------
 # Task families
 # ---------------------------------------------------------------------------------------------------
@@ -475,7 +487,8 @@ class TaskFamily:
     ``per_km``: events per km are reported; ``scenario_factors``: the env's reset takes scenario options
     (scenario robustness conditions and causal interventions apply); ``tally``: the training-time running
     metrics; ``summary``: its part of :func:`summarize_episodes`; ``headline`` / ``final_headline``: its
-    numbers in a periodic / final evaluation's printed line; ``final_aliases``: second names in
+    numbers in a periodic / final evaluation's printed line; ``episode_line``: one training-side episode's
+(a :attr:`tally` result) in ``play``'s printed line; ``final_aliases``: second names in
     ``final_eval.json``; ``log_tags``: TensorBoard ``(name, episode value, summary key)`` logged under ``drive/`` (the
     mean of the episode value over recent training episodes) and ``eval/`` (the summary key of a periodic
     evaluation); an episode value is a key or a function of the episode dict."""
@@ -491,6 +504,7 @@ class TaskFamily:
     summary: Callable[[list[dict[str, Any]]], dict[str, Any]]
     headline: Callable[[dict[str, Any]], str]
     final_headline: Callable[[dict[str, Any]], str]
+    episode_line: Callable[[dict[str, Any]], str]
     final_aliases: dict[str, str]
     log_tags: tuple[tuple[str, Any, str], ...]
 
@@ -513,6 +527,7 @@ FAMILIES: dict[str, TaskFamily] = {
         summary=_driving_summary,
         headline=_driving_headline,
         final_headline=_driving_final_headline,
+        episode_line=_driving_episode_line,
         final_aliases={"lateral_offset_abs_mean_m": "lane_offset_abs_mean_m",
                        "lateral_offset_abs_max_m": "lane_offset_abs_max_m"},
         log_tags=(
@@ -538,6 +553,7 @@ FAMILIES: dict[str, TaskFamily] = {
         summary=_grasp_summary,
         headline=_grasp_headline,
         final_headline=_grasp_final_headline,
+        episode_line=_grasp_episode_line,
         final_aliases={},
         log_tags=(
             ("success_rate", "success", "success_rate"),

@@ -20,6 +20,7 @@ import numpy as np
 from stable_baselines3.common.vec_env import VecNormalize
 
 from kai_drive.catalog import resolve_env
+from kai_drive.metrics import family_of
 from kai_drive.perception.sb3 import attach_encoder
 from kai_drive.perception.weights import warn_renderer_mismatch
 from kai_drive.training.algos import ALGOS, algorithm
@@ -174,6 +175,7 @@ def drive(venv: Any, model: Any, seeds: list[int], deterministic: bool, gui: boo
           out: Path | None = None, size: tuple[int, int] = (320, 240)) -> list[dict]:
     """Drive one episode per road seed, printing each; returns the episodes' metrics (Ctrl-C stops early)."""
     control_hz = control_rate(venv)
+    family = family_of(venv.env_method("task_family")[0])
     venv.env_method("queue_road_seeds", seeds)
     obs = venv.reset()
     results: list[dict] = []
@@ -194,13 +196,8 @@ def drive(venv: Any, model: Any, seeds: list[int], deterministic: bool, gui: boo
                     time.sleep(max(0.0, 1.0 / control_hz - (time.perf_counter() - t0)))
             m = infos[0].get("episode_metrics", {})
             results.append(m)
-            print(
-                f"episode {k + 1}/{len(seeds)} (road {road}): return {m.get('return', float('nan')):.2f}, "
-                f"success {'yes' if m.get('success') else 'no'}, route {100 * m.get('route_completion', 0):.0f} %, "
-                f"steps {m.get('length', 0)}, |offset| max {m.get('lane_offset_abs_max_m', 0):.2f} m"
-                + (", collision" if m.get("collision") else "")
-                + (", lane invasion" if m.get("lane_invasions") else "")
-            )
+            print(f"episode {k + 1}/{len(seeds)} (road {road}): return {m.get('return', float('nan')):.2f}, "
+                  f"success {'yes' if m.get('success') else 'no'}, {family.episode_line(m)}")
     except KeyboardInterrupt:
         print("interrupted")
     return results
