@@ -189,3 +189,16 @@ def test_log_likelihood_higher_for_nominal_than_extreme_records():
     assert ll["median"] > ll["corner"] and ll["drawn"] > ll["extreme"]
     assert extreme["lead"]["brake_decel_mps2"] == pytest.approx(lo[space.names.index("lead.brake_decel_mps2")]
                                                                 + 0.999 * 4.0)
+
+
+def test_failure_modes_split_by_outcome_then_by_distance():
+    from kai_drive.evaluation.stress.analysis import failure_modes
+
+    u = np.array([[0.10, 0.1], [0.12, 0.1], [0.14, 0.1],   # one tight group of collisions
+                  [0.90, 0.9], [0.92, 0.9],                # a second, far away
+                  [0.11, 0.1]])                            # near the first, but another outcome
+    outcomes = ["collision:vehicle"] * 5 + ["off_road"]
+    labels = failure_modes(u, outcomes, order=np.array([0, 1]), k=2, radius=0.1)
+    assert labels[0] == labels[1] == labels[2] == 0        # the biggest mode is 0
+    assert labels[3] == labels[4] == 1 and labels[5] == 2  # then by size; the outcome splits the near one
+    assert failure_modes(u[:1], outcomes[:1], order=np.array([0])) == [0]

@@ -7,8 +7,8 @@ smallest single-factor change toward the nominal distribution that removes the f
 * **Influence** (:func:`influence`): ``|corr(u_i, severity)|`` over every episode of the search.
 * **Modes** (:func:`failure_modes`): failures grouped by outcome (``collision:vehicle``, ``lane_invasion``,
   ...), then single-linkage clusters within an outcome: two failures are linked when their quantiles over
-  the ``k`` most influential factors are within ``radius`` (Euclidean). Neither scipy nor scikit-learn is
-  a kai-drive dependency; this is the connected-components form of single linkage (union-find).
+  the ``k`` most influential factors are within ``radius`` (Euclidean): ``scipy.cluster.hierarchy``'s
+  ``linkage(method="single")`` cut with ``fcluster(t=radius, criterion="distance")``.
 * **Smallest single-factor change** (:func:`smallest_changes`): for a mode's most plausible failure, each
   factor alone is moved toward the median of its range (``z_i -> t z_i``): ``t = 0`` first (the factor at
   its median); if that removes the failure, ``bisect`` halvings find the smallest move (in latent standard
@@ -48,29 +48,26 @@ def influence(u: np.ndarray, sev: np.ndarray) -> np.ndarray:
 
 
 def failure_modes(u: np.ndarray, outcomes: list[str], order: np.ndarray, k: int = 3, radius: float = 0.25) -> list[int]:
-    """A mode label per failure (0 = the biggest mode): outcome, then single linkage over the ``k`` most
-    influential factors (``order``: factor indices, most influential first)."""
+    """A mode label per failure (0 = the biggest mode): outcome, then single linkage (scipy) over the ``k`` most
+    influential factors (``order``: factor indices, most influential first), cut at distance ``radius``."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
     n = len(outcomes)
     cols = list(order[: max(1, min(k, u.shape[1]))])
     pts = np.nan_to_num(np.atleast_2d(u)[:, cols], nan=0.5) if n else np.zeros((0, len(cols)))
-    parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i in range(n):
-        for j in range(i + 1, n):
-            if outcomes[i] == outcomes[j] and np.linalg.norm(pts[i] - pts[j]) <= radius:
-                parent[find(i)] = find(j)
-    roots = [find(i) for i in range(n)]
-    sizes: dict[int, int] = {}
-    for r in roots:
-        sizes[r] = sizes.get(r, 0) + 1
-    rank = {r: m for m, r in enumerate(sorted(sizes, key=lambda r: (-sizes[r], r)))}
-    return [rank[r] for r in roots]
+    groups: list[tuple[str, int]] = [("", 0)] * n  # (outcome, cluster within it)
+    for outcome in dict.fromkeys(outcomes):
+        idx = [i for i in range(n) if outcomes[i] == outcome]
+        labels = fcluster(linkage(pts[idx], method="single"), t=radius, criterion="distance") if len(idx) > 1 else [1]
+        for i, c in zip(idx, labels):
+            groups[i] = (outcome, int(c))
+    sizes: dict[tuple[str, int], int] = {}
+    first: dict[tuple[str, int], int] = {}
+    for i, g in enumerate(groups):
+        sizes[g] = sizes.get(g, 0) + 1
+        first.setdefault(g, i)
+    rank = {g: m for m, g in enumerate(sorted(sizes, key=lambda g: (-sizes[g], first[g])))}
+    return [rank[g] for g in groups]
 
 
 def smallest_changes(  # long: the bisection over every factor in batched rounds, and its rows
