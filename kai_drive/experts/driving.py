@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from kai_drive.metrics import DrivingTally
+from kai_drive.metrics import DrivingTally, summarize_episodes
 from kai_drive.sim.traffic import IDMParams, idm_accel
 
 __all__ = ["IDMPurePursuit", "scripted_driving_rates"]
@@ -78,9 +78,10 @@ class IDMPurePursuit:
 
 
 def scripted_driving_rates(env_name: str, episodes: int = 50, seed: int = 0, sensors: bool = False) -> dict[str, Any]:
-    """Run the expert for ``episodes`` episodes (seeds ``seed ..``); returns rates and means of the per-episode
-    driving metrics (:class:`kai_drive.metrics.DrivingTally`, as in training), the timeout rate (episodes the
-    time limit cut), collisions by kind and the median of the episodes' minimum TTC.
+    """Run the expert for ``episodes`` episodes (seeds ``seed ..``); returns :func:`kai_drive.metrics.summarize_episodes`
+    of the per-episode driving metrics (:class:`kai_drive.metrics.DrivingTally`, as in training: success,
+    collision, off-road, lane-invasion and timeout rates, ``route_completion_mean``, ...), collisions by kind
+    and the median of the episodes' minimum TTC.
     Sensors are off unless ``sensors`` (the policy does not read them; the dynamics are the same)."""
     import gymnasium
 
@@ -91,7 +92,7 @@ def scripted_driving_rates(env_name: str, episodes: int = 50, seed: int = 0, sen
     cfg = {} if sensors else {"sensors": {"camera": {"enabled": False}, "lidar": {"enabled": False}}}
     env = gymnasium.make(env_id, config=cfg)
     policy = IDMPurePursuit(env)
-    per_ep, timeouts, min_ttc, steps_all = [], [], [], 0
+    per_ep, min_ttc, steps_all = [], [], 0
     kinds: Counter = Counter()
     t0 = time.perf_counter()
     for ep in range(episodes):
@@ -106,22 +107,15 @@ def scripted_driving_rates(env_name: str, episodes: int = 50, seed: int = 0, sen
         m = tally.finish(info, term, trunc, road_seed=seed + ep)
         per_ep.append(m)
         steps_all += m["length"]
-        timeouts.append(bool(trunc))
         if info["collision"]:
             kinds[info["collision_with"]] += 1
         min_ttc.append(mttc)
     env.close()
-
-    def mean(key: str) -> float:
-        return float(np.mean([e[key] for e in per_ep]))
-
+    # the one summary of training-side episodes (kai_drive.metrics), plus what only this report shows
+    res = summarize_episodes(per_ep, "driving")
     return {
-        "env": env_id, "episodes": episodes, "seeds": [seed, seed + episodes - 1],
-        "success_rate": mean("success"), "collision_rate": mean("collision"), "off_road_rate": mean("off_road"),
-        "lane_invasion_rate": float(np.mean([e["lane_invasions"] > 0 for e in per_ep])),
-        "timeout_rate": float(np.mean(timeouts)), "collisions_by_kind": dict(kinds),
-        "mean_route_completion": mean("route_completion"), "mean_return": mean("return"),
-        "median_min_ttc_s": float(np.median(min_ttc)), "steps": steps_all,
+        "env": env_id, "episodes": episodes, "seeds": [seed, seed + episodes - 1], **res,
+        "collisions_by_kind": dict(kinds), "median_min_ttc_s": float(np.median(min_ttc)), "steps": steps_all,
         "wall_s": time.perf_counter() - t0,
     }
 
@@ -143,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(r)
         print(f"{r['env']:22s} {r['episodes']:8d} {100 * r['success_rate']:7.0f}% {100 * r['collision_rate']:8.0f}% "
               f"{100 * r['off_road_rate']:7.0f}% {100 * r['lane_invasion_rate']:7.0f}% {100 * r['timeout_rate']:7.0f}% "
-              f"{r['mean_route_completion']:10.3f} {r['median_min_ttc_s']:10.2f}  {r['collisions_by_kind']}")
+              f"{r['route_completion_mean']:10.3f} {r['median_min_ttc_s']:10.2f}  {r['collisions_by_kind']}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=2)
