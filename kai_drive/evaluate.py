@@ -28,6 +28,7 @@ import yaml
 
 from kai_drive.catalog import UnknownEnvError, resolve_env
 from kai_drive.distributed import RayMissingError
+from kai_drive.metrics import family_of
 
 EXIT_PASSED, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NOTHING_CHECKED = 0, 1, 2, 3
 
@@ -91,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = write_outputs(res, out, make_env=lambda: make_env(env_id, res["env_config"]), policy=res["_policy"], command=cmd,
                           videos=args.videos, tensorboard=args.tensorboard, video_size=video_size,
                           video_frames=args.video_frames)
-    s = res["safety"]["summary"]
-    key = "driving_score" if "driving_score" in s else "success"
+    s, key = res["safety"]["summary"], family_of(env_id).score_key
     val = s[key].get("mean", s[key].get("rate"))
     state = {True: "PASSED", False: "FAILED", None: "none apply (nothing checked)"}[res["passed"]]
     print(f"{res['policy']} on {env_id}: {key} {val:.3f}; thresholds {state}; "

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from kai_drive.metrics import family_of
+
 __all__ = ["write_outputs", "to_jsonable"]
 
 
@@ -98,8 +100,8 @@ def _safety_figure(plt: Any, res: dict, out: Path) -> tuple[str, str]:
 
 def _robustness_figure(plt: Any, res: dict, out: Path) -> tuple[str, str] | None:
     rob = res.get("robustness") or {}
-    rows = [(n, c["drop"]["driving_score" if "driving_score" in c["drop"] else "success"]) for n, c in rob.items()
-            if isinstance(c, dict) and c.get("drop")]
+    score = family_of(res["env_id"]).score_key
+    rows = [(n, c["drop"][score]) for n, c in rob.items() if isinstance(c, dict) and c.get("drop") and score in c["drop"]]
     rows = [(n, d) for n, d in rows if d.get("ate") is not None]
     if not rows:
         return None
@@ -116,7 +118,7 @@ def _robustness_figure(plt: Any, res: dict, out: Path) -> tuple[str, str] | None
     fig.tight_layout()
     fig.savefig(out / "robustness.png", dpi=80)
     plt.close(fig)
-    what = "driving score" if any("driving_score" in c["drop"] for c in rob.values() if isinstance(c, dict) and c.get("drop")) else "success rate"
+    what = "driving score" if score == "driving_score" else "success rate"
     return f"Robustness: change of the {what} vs clean (same seeds)", "robustness.png"
 
 
@@ -170,10 +172,10 @@ def _attribution_figure(plt: Any, res: dict, out: Path) -> tuple[str, str] | Non
     return "Integrated gradients on the treatment arm; outlined/red: where the intervened object shows", "attribution.png"
 
 
-def _worst_key(e: dict) -> tuple:
+def _worst_key(e: dict, family: str = "driving") -> tuple:
     """Sort key, worst first: driving by score, route completion, then min TTC; grasping by success, then drops,
     objects knocked out, table contacts and peak contact force (more is worse)."""
-    if "driving_score" in e:  # ties (e.g. every episode a success): the closest call first
+    if family == "driving":  # ties (e.g. every episode a success): the closest call first
         return (e["driving_score"], e.get("route_completion", 0), e.get("min_ttc_s", 0))
     return (e.get("success", 0), -e.get("drops", 0), -e.get("objects_out", 0), -e.get("table_contacts", 0),
             -e.get("peak_contact_force_n", 0))
@@ -187,8 +189,9 @@ def _videos(res: dict, out: Path, n: int, frames_every: int, size: tuple[int, in
     from kai_drive.evaluation.rollout import rollout
 
     per = res["safety"]["per_episode"]
-    key = "driving_score" if "driving_score" in per[0] else "success"
-    worst = sorted(per, key=_worst_key)[:n]
+    fam = family_of(res["env_id"])
+    key = fam.score_key
+    worst = sorted(per, key=lambda e: _worst_key(e, fam.name))[:n]
     max_steps = None
     if res["suite_config"].get("max_episode_s"):
         max_steps = int(res["suite_config"]["max_episode_s"] / res["dt_s"])  # the episode as evaluated
@@ -213,7 +216,7 @@ def _baselines_table(res: dict) -> list[str]:
     if not bls:
         return []
     s = res["safety"]["summary"]
-    grasp = "driving_score" not in s
+    grasp = family_of(res["env_id"]).name == "grasp"
     L = [f"## Baselines (same {len(res['safety']['per_episode'])} seeds)\n",
          "Trivial policies beside the evaluated one: a threshold or score they pass rewards standing still or driving "
          "blindly, not driving.\n"]
@@ -281,7 +284,7 @@ def _robustness_table(res: dict) -> list[str]:
     if not rob:
         return []
     L = [f"## Robustness (same seeds, {rob.get('horizon_s', 0):.0f} s horizon; change vs clean, paired 95 % CI, * = CI excludes 0)\n"]
-    grasp = "driving_score" not in res["safety"]["summary"]
+    grasp = family_of(res["env_id"]).name == "grasp"
     cols = (("success", "success"), ("drops", "drops"), ("peak_contact_force_n", "peak contact force (N)"),
             ("objects_out", "objects out")) if grasp else (
             ("driving_score", "driving score"), ("route_completion", "route completion"), ("collision", "collision"),
