@@ -4,12 +4,12 @@ subprocess workers. (Regression: TinyRenderer kept the previous episode's light.
 
 from __future__ import annotations
 
-import hashlib
 from concurrent.futures import ProcessPoolExecutor
 import multiprocessing
 
 import gymnasium
 import numpy as np
+from digests import obs_digest
 import pybullet
 import pytest
 from pybullet_utils.bullet_client import BulletClient
@@ -50,20 +50,7 @@ def random_factors(rng: np.random.Generator) -> dict:
 
 def digest(env: gymnasium.Env, seed: int, options: dict | None) -> str:
     """sha256 of every observation byte (and reward) of a reset and a few fixed-action steps."""
-    h = hashlib.sha256()
-    obs, _ = env.reset(seed=seed, options=options)
-    action = np.zeros(env.action_space.shape, dtype=np.float32)
-    for t in range(PROBE_STEPS + 1):
-        for key in sorted(obs):
-            h.update(key.encode())
-            h.update(np.ascontiguousarray(obs[key]).tobytes())
-        if t == PROBE_STEPS:
-            break
-        obs, reward, terminated, truncated, _ = env.step(action)
-        h.update(np.float64(reward).tobytes())
-        if terminated or truncated:
-            break
-    return h.hexdigest()
+    return obs_digest(env, seed, options, steps=PROBE_STEPS)
 
 
 def history(env: gymnasium.Env, rng: np.random.Generator, n_resets: int, driving: bool) -> None:

@@ -10,6 +10,7 @@ import math
 
 import gymnasium
 import numpy as np
+from digests import obs_digest
 import pytest
 
 import kai_drive  # noqa: F401  (registers the envs)
@@ -45,19 +46,7 @@ def _record_digest(rec: dict) -> str:
 
 
 def _obs_digest(env: gymnasium.Env, seed: int, steps: int = 5) -> str:
-    h = hashlib.sha256()
-    obs, _ = env.reset(seed=seed)
-    for t in range(steps + 1):
-        for k in sorted(obs):
-            h.update(k.encode())
-            h.update(np.ascontiguousarray(obs[k]).tobytes())
-        if t == steps:
-            break
-        obs, reward, terminated, truncated, _ = env.step(GO)
-        h.update(np.float64(reward).tobytes())
-        if terminated or truncated:
-            break
-    return h.hexdigest()[:16]
+    return obs_digest(env, seed, action=GO, steps=steps)[:16]
 
 
 def _presets(driving_id: str) -> ScenarioSpec:

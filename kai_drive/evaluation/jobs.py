@@ -116,7 +116,9 @@ def policy_of(desc: tuple) -> Any:
     return pol
 
 
-def _env_of(env_id: str, cfg: dict) -> Any:
+def worker_env(env_id: str, cfg: dict) -> Any:
+    """The env this process keeps for ``(env_id, cfg)`` between jobs (built on first use; the two most recent
+    are kept, the older closed); :func:`close_envs` closes them."""
     key = (env_id, json.dumps(cfg, sort_keys=True, default=str))
     env = _WORKER_ENVS.pop(key, None)
     if env is None:
@@ -144,7 +146,7 @@ def _metrics(ctx: dict, tr: Any, infos: list | None = None) -> dict:
 def _clean_job(item: dict, pol: Any) -> dict:
     """``safety`` / ``baseline``: a clean episode; metrics with its outcome (and the trajectory for safety)."""
     ctx, s = item["ctx"], int(item["seed"])
-    tr = rollout(_env_of(ctx["env_id"], ctx["env_config"]), pol, s, max_steps=item["max_steps"],
+    tr = rollout(worker_env(ctx["env_id"], ctx["env_config"]), pol, s, max_steps=item["max_steps"],
                  record_obs_every=item["record_obs_every"])
     m = _metrics(ctx, tr)
     m["seed"], m["outcome"] = s, tr.outcome
@@ -155,7 +157,7 @@ def _robustness_job(item: dict, pol: Any) -> dict:
     """One condition on one seed: an attack wraps the policy (its random start seeded by the episode, not by
     the job order), a transform corrupts observations, a scenario sets factors through reset options."""
     ctx, s, c = item["ctx"], int(item["seed"]), item["condition"]
-    env = _env_of(ctx["env_id"], ctx["env_config"])
+    env = worker_env(ctx["env_id"], ctx["env_config"])
     p_use, transform, scen = pol, None, None
     if "attack" in c:
         a = c["attack"]
@@ -175,7 +177,7 @@ def _pair_job(item: dict, pol: Any) -> dict:
     """One intervention on one seed: control and treatment arms from the same realised scenario."""
     ctx, s = item["ctx"], int(item["seed"])
     iv = Intervention.from_dict(item["name"], item["intervention"])
-    env = _env_of(ctx["env_id"], ctx["env_config"])
+    env = worker_env(ctx["env_id"], ctx["env_config"])
     _, info = env.reset(seed=s, options=reset_options(s))
     rec = info.get("scenario", {})
     out: dict[str, Any] = {"applies": iv.applies(rec)}

@@ -17,10 +17,10 @@ import numpy as np
 
 from kai_drive.evaluation.adapters import as_policy
 from kai_drive.evaluation.baselines import BASELINES
-from kai_drive.evaluation.jobs import LOCAL_POLICIES, PolicySpec
+from kai_drive.evaluation.jobs import LOCAL_POLICIES, PolicySpec, close_envs
 from kai_drive.evaluation.rollout import make_env, rollout
 from kai_drive.evaluation.stress.analysis import distinct_failures, failure_modes, influence, smallest_changes
-from kai_drive.evaluation.stress.search import SearchConfig, cem_search, close_stress_envs, stress_episode
+from kai_drive.evaluation.stress.search import SearchConfig, cem_search, stress_episode
 from kai_drive.evaluation.stress.space import factor_space
 from kai_drive.metrics import family_of
 
@@ -116,7 +116,7 @@ def stress_test(  # long: one run from its inputs to the analysed result, in ord
         res = _analyse(found, space, run, lambda s, rec: item(s, record=rec), config, max_modes, bisect, log)
     if but_for_causes:
         _but_for(res, found, env_id, cfg, pol, config.max_steps)
-    close_stress_envs()
+    close_envs()
     res.update({"schema": SCHEMA, "env_id": env_id, "env_alias": alias, "policy": getattr(pol, "name", str(policy)),
                 "env_config": cfg, "dt_s": dt, "config": dict(vars(config)), "factors": [vars(f) for f in space.factors],
                 "execution": {"backend": "ray" if ray else "serial"}, "_search": found, "_policy": pol,
@@ -205,7 +205,7 @@ def replay_failure(path: str, policy: Any, env_config: dict | None = None) -> di
         r = stress_episode({"env_id": doc["env_id"], "env_config": cfg, "policy": desc, "seed": rec["road_seed"],
                             "record": rec, "max_steps": doc.get("max_steps")})
     finally:
-        close_stress_envs()
+        close_envs()
     return {"outcome": r["outcome"], "steps": r["steps"], "expected": doc["outcome"],
             "expected_steps": doc.get("steps"), "same": r["outcome"] == doc["outcome"]
             and (doc.get("steps") is None or r["steps"] == doc["steps"])}

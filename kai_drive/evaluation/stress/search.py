@@ -26,7 +26,6 @@ under the nominal distribution, with a normal 95 % interval from the sample vari
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -38,10 +37,9 @@ from kai_drive import stats
 from kai_drive.evaluation.stress.space import FactorSpace
 
 __all__ = ["SearchConfig", "stress_episode", "severity", "cem_search", "is_estimate", "log_normal_pdf",
-           "mixture_logpdf", "close_stress_envs"]
+           "mixture_logpdf"]
 
 TTC_CAP_S = 10.0
-_ENVS: dict[str, Any] = {}
 
 
 @dataclass
@@ -82,23 +80,6 @@ def severity(outcome_failed: bool, min_ttc_s: float, max_abs_lateral_m: float, h
     return 0.99 * max(1.0 - ttc / TTC_CAP_S, lat, 0.0)
 
 
-def _env(env_id: str, cfg: dict) -> Any:
-    from kai_drive.evaluation.rollout import make_env
-
-    key = json.dumps([env_id, cfg], sort_keys=True, default=str)
-    if key not in _ENVS:
-        close_stress_envs()
-        _ENVS[key] = make_env(env_id, cfg)
-    return _ENVS[key]
-
-
-def close_stress_envs() -> None:
-    """Close the env this process keeps between stress episodes."""
-    while _ENVS:
-        _, env = _ENVS.popitem()
-        env.close()
-
-
 def stress_episode(item: dict) -> dict:
     """One episode of a stress search (module level and a function of ``item`` only, for Ray workers).
 
@@ -108,12 +89,12 @@ def stress_episode(item: dict) -> dict:
     scenario: replaying it with ``reset(options={"scenario": record})`` gives this episode again), ``outcome``,
     ``failed``, ``severity``, ``min_ttc_s``, ``max_abs_lateral_m``, ``route_completion``, ``steps``,
     ``seconds`` (and ``frames`` with ``frames_every``)."""
-    from kai_drive.evaluation.jobs import policy_of
+    from kai_drive.evaluation.jobs import policy_of, worker_env
     from kai_drive.evaluation.rollout import rollout
     from kai_drive.metrics import family_of, is_failure
 
     t0 = time.perf_counter()
-    env = _env(item["env_id"], item.get("env_config") or {})
+    env = worker_env(item["env_id"], item.get("env_config") or {})
     pol = policy_of(item["policy"])
     seed = int(item["seed"])
     scen = item.get("record") or item.get("overrides")
@@ -144,9 +125,9 @@ def stress_episode(item: dict) -> dict:
 # ---------------------------------------------------------------------------------------------------
 def log_normal_pdf(z: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     """``log N(z; mu, diag sigma^2)`` per row of ``z`` ``[n, d]``."""
-    z, mu, sigma = np.atleast_2d(z), np.asarray(mu, float), np.asarray(sigma, float)
-    r = (z - mu) / sigma
-    return -0.5 * np.sum(r * r, axis=1) - np.sum(np.log(sigma)) - 0.5 * z.shape[1] * math.log(2 * math.pi)
+    from scipy.stats import norm
+
+    return norm.logpdf(np.atleast_2d(z), np.asarray(mu, float), np.asarray(sigma, float)).sum(axis=1)
 
 
 def mixture_logpdf(z: np.ndarray, mu: np.ndarray, sigma: np.ndarray, defensive: float) -> np.ndarray:
