@@ -139,7 +139,7 @@ def plan(args: argparse.Namespace, command: str) -> SweepPlan:
         ["--env", "lane-keep", "--algo", "ppo", "--engine", args.engine, "--name", out.name,
          "--sweep-root", str(out.parent), *runtime])
     passthrough = ["--timesteps", str(args.timesteps), "--no-progress"]
-    p = plan_sweep(sweep_args, rest + passthrough, command.split(), out if (out / "sweep.json").is_file() else None,
+    p = plan_sweep(sweep_args, rest + passthrough, shlex.split(command), out if (out / "sweep.json").is_file() else None,
                    train_check, arms=arm_overrides(args.arms, args.set, args.episodes), seeds=args.seeds)
     # a re-run continues: finished trials are reused, checkpointed ones resumed (a new Tuner on Ray: the arms
     # or seeds may differ from the last call's)
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sweep = plan(args, command)
         if args.engine == "ray" and not args.summary_only:
-            require_ray(command.split(" --")[0])
+            require_ray("python -m kai_drive.experiments.ablation --engine ray")
     except (UsageError, RayMissingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
