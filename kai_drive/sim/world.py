@@ -174,6 +174,29 @@ class World:
         for link in range(-1, self.client.getNumJoints(body_id)):
             self.client.setCollisionFilterGroupMask(body_id, link, EGO_GROUP, 0xFFFF)
 
+    def skip_static_contacts(self) -> int:
+        """Stop Bullet from computing contacts between two static bodies (every link of mass 0): the
+        barriers' boxes rest on the ground plane and cost ~200 contact points per physics step that move
+        nothing (both sides are immovable) and that no one reads (the tasks read the ego's contacts).
+        Contacts with any dynamic body are untouched, so the simulation is unchanged, bit for bit (the
+        env digest tests check it); kinematic actors moved by ``resetBasePositionAndOrientation`` are
+        static too, so they keep colliding with the ego only. Call once the scene is built; returns the
+        number of link pairs filtered."""
+        c = self.client
+        static: list[tuple[int, list[int]]] = []
+        for body_id in self._names:
+            links = list(range(-1, c.getNumJoints(body_id)))
+            if all(c.getDynamicsInfo(body_id, link)[0] == 0.0 for link in links):
+                static.append((body_id, links))
+        n = 0
+        for i, (a, links_a) in enumerate(static):
+            for b, links_b in static[i + 1:]:
+                for la in links_a:
+                    for lb in links_b:
+                        c.setCollisionFilterPair(a, b, la, lb, 0)
+                        n += 1
+        return n
+
     # -- save / restore --------------------------------------------------------------------------
     def save_state(self) -> int:
         """Snapshot the physics state in memory; returns a handle for :meth:`restore_state`."""

@@ -226,6 +226,7 @@ class LaneKeepTask(Task):
         world.add_body("ego", self.ego.body_id, kind="ego")
         world.set_ego(self.ego.body_id)
         self._build_actors(world, sc)
+        world.skip_static_contacts()  # speed only: barrier-on-ground contacts move nothing
         self._solid = {b for b, k in world.kinds.items() if k not in _DRIVABLE and b != self.ego.body_id}
         self._ground = {b for b, k in world.kinds.items() if k in _DRIVABLE}
         self.stats = EpisodeStats(s_start=t.start_s_m, s=t.start_s_m)
