@@ -5,6 +5,7 @@ examples:
   python -m kai_drive.evaluate --env lane-keep --policy stop --sections safety  # full brake: must fail the thresholds
   python -m kai_drive.evaluate --env follow --run runs/follow/ppo_1 --suite quick --out eval/follow
   python -m kai_drive.evaluate --env lane-keep --model my_model.zip --vecnormalize vecnormalize.pkl
+  python -m kai_drive.evaluate --env lane-keep --pretrained --suite quick      # the shipped agent (docs/models.md)
   python -m kai_drive.evaluate --env follow --run runs/follow/ppo_1 --seeds 20 --tensorboard
   python -m kai_drive.evaluate --env follow --policy scripted --ray                 # episodes on a local Ray instance
   python -m kai_drive.evaluate --env follow --run runs/follow/ppo_1 --ray --address auto   # ... or on a cluster
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="training run folder runs/<alias>/<algo>_<n>/")
     src.add_argument("--model", help="an SB3 model .zip")
+    src.add_argument("--pretrained", nargs="?", const="", metavar="NAME", help="a shipped agent (default: the --env's)")
     src.add_argument("--policy", choices=["scripted", "stop", "constant"],
                      help="a built-in baseline: scripted (privileged expert), stop (full brake; grasp: zero action), "
                           "constant (straight ahead, steady throttle)")
@@ -110,37 +112,35 @@ def _print_outcome(res: dict, key: str) -> None:
         print(f"  baseline {b}: {key} {row['summary'][key].get('mean', row['summary'][key].get('rate')):.3f}; thresholds: {bs}")
 
 
-
 def _inputs(args: argparse.Namespace) -> tuple:
     """``(policy, env id, alias, env config overrides, video size)`` of the flags; ValueError for bad ones."""
     from kai_drive.evaluation import load_model, load_run
     from kai_drive.evaluation.jobs import PolicySpec
+    from kai_drive.pretrained.policy import for_env
 
     if (args.address or args.num_cpus) and not args.ray:
         raise ValueError("--address / --num-cpus go with --ray")
-    video_size = None
-    if args.video_size:
-        w, _, h = args.video_size.lower().partition("x")
-        if not (w.isdigit() and h.isdigit()):
-            raise ValueError(f"--video-size {args.video_size!r}: write WxH, e.g. 96x72")
-        video_size = (int(w), int(h))
-    env_cfg = {}
-    for kv in args.set:
-        k, _, v = kv.partition("=")
-        if not _:
-            raise ValueError(f"--set {kv!r}: write KEY=VALUE, e.g. sensors.camera.noise_std=5")
-        env_cfg[k] = yaml.safe_load(v)
+    w, _, h = (args.video_size or "").lower().partition("x")
+    if args.video_size and not (w.isdigit() and h.isdigit()):
+        raise ValueError(f"--video-size {args.video_size!r}: write WxH, e.g. 96x72")
+    video_size = (int(w), int(h)) if args.video_size else None
+    bad = [kv for kv in args.set if "=" not in kv]
+    if bad:
+        raise ValueError(f"--set {bad[0]!r}: write KEY=VALUE, e.g. sensors.camera.noise_std=5")
+    env_cfg = {k: yaml.safe_load(v) for k, _, v in (kv.partition("=") for kv in args.set)}
     if args.run:
         policy, run_env = load_run(args.run, args.checkpoint)
         policy.spec = PolicySpec("run", path=args.run, checkpoint=args.checkpoint)  # what --ray workers load
         env = args.env or run_env
     elif args.model:
-        policy = load_model(args.model, args.algo, args.vecnormalize)
+        policy, env = load_model(args.model, args.algo, args.vecnormalize), args.env
         policy.spec = PolicySpec("model", path=args.model, algo=args.algo, vecnormalize=args.vecnormalize)
-        env = args.env
+    elif args.pretrained is not None:
+        policy, env = for_env(args.pretrained, args.env)
+        policy.spec = PolicySpec("pretrained", name=policy.source)  # what --ray workers load
     else:
         policy, env = args.policy, args.env
-    if env is None:
+    if env is None:  # --model / --policy
         raise ValueError("--env is required with --model / --policy")
     env_id, alias = resolve_env(env)
     return policy, env_id, alias, env_cfg, video_size

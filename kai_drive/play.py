@@ -19,6 +19,7 @@ examples:
   python -m kai_drive.play --run runs/lane-keep/ppo_1 --which final --episodes 5 --record
   python -m kai_drive.play --model runs/lane-keep/ppo_1/checkpoints/model_30000_steps.zip
   python -m kai_drive.play --model my_agent.zip --env lane-keep --set sensors.camera.enabled=false
+  python -m kai_drive.play --env lane-keep --pretrained --record     # the shipped agent (docs/models.md)
 
 Roads are the held-out test roads of kai_drive.train (2^30 + 2^29 + i) unless --road-seed is given, and
 the env is the run's test config (env_config + test_env_config: grasp runs get the TEST objects) unless
@@ -36,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", type=Path, help="a run folder made by kai_drive.train")
     src.add_argument("--model", type=Path, help="a model .zip (config and VecNormalize stats found beside it)")
+    src.add_argument("--pretrained", nargs="?", const="", metavar="NAME",
+                     help="a shipped agent (kai_drive.pretrained; default NAME: the --env's alias), in its env config")
     p.add_argument(
         "--which",
         choices=("best", "final", "latest"),
@@ -88,17 +91,20 @@ def main(argv: list[str] | None = None) -> int:
 def play(args: argparse.Namespace) -> int:
     from kai_drive.training import playback  # torch + SB3: imported after parsing, so --help stays fast
 
-    files = playback.find_run_files(args.run, args.which, args.model, args.vecnormalize, args.role)
     if args.episodes < 1:
         raise ValueError("--episodes must be >= 1")
-    env_id, env_config, algo = playback.resolve_play_env(files, args.env, args.set)
     gui = args.gui or (not args.record and has_display())
     try:
         w, h = (int(x) for x in args.size.lower().split("x"))
     except ValueError:
         raise ValueError(f"--size {args.size}: expected WxH, e.g. 320x240") from None
-    venv = playback.make_play_env(files, env_id, env_config, gui)
-    model = playback.load_agent(files, algo, venv)
+    if args.pretrained is not None:
+        files, env_id, venv, model, algo = _pretrained(args, gui)
+    else:
+        files = playback.find_run_files(args.run, args.which, args.model, args.vecnormalize, args.role)
+        env_id, env_config, algo = playback.resolve_play_env(files, args.env, args.set)
+        venv = playback.make_play_env(files, env_id, env_config, gui)
+        model = playback.load_agent(files, algo, venv)
     fps = args.fps or playback.control_rate(venv)
     writer = out = None
     if not gui:
@@ -120,6 +126,21 @@ def play(args: argparse.Namespace) -> int:
         sr = sum(float(r.get("success", 0.0)) for r in results) / len(results)
         print(f"success {100 * sr:.0f} % over {len(results)} episode(s)" + (f"; video: {out}" if out else ""))
     return 0
+
+
+def _pretrained(args: argparse.Namespace, gui: bool) -> tuple:
+    """``--pretrained [NAME]``: the shipped agent in its env config (+ --set), checked against the env."""
+    from kai_drive.pretrained.policy import for_env
+    from kai_drive.training import playback
+    from kai_drive.training.recipe import parse_set
+
+    model, env_id = for_env(args.pretrained, args.env)
+    cfg = {**model.env_config, **(parse_set([f"env_config.{s}" for s in args.set]).get("env_config") or {})}
+    venv = playback.make_vec_env(env_id, cfg, 1, "dummy", "eval", model.frame_stack,
+                                 render_mode="human" if gui else None)
+    model.check_env(venv)
+    files = playback.PlayFiles(Path(f"pretrained-{model.agent.name}"), None, None, Path("eval") / "play")
+    return files, env_id, venv, model, "pretrained"
 
 
 if __name__ == "__main__":

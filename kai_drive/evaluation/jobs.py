@@ -50,13 +50,19 @@ class PolicySpec:
     algo: str | None = None
     vecnormalize: str | None = None
     task: str = "driving"
+    name: str = ""
 
     def __post_init__(self) -> None:
-        if self.kind not in ("scripted", "run", "model", *BASELINES):
-            raise ValueError(f"PolicySpec.kind must be 'scripted', {', '.join(repr(b) for b in BASELINES)}, 'run' or "
-                             f"'model', got {self.kind!r}")
+        if self.kind not in ("scripted", "run", "model", "pretrained", *BASELINES):
+            raise ValueError(f"PolicySpec.kind must be 'scripted', {', '.join(repr(b) for b in BASELINES)}, 'run', "
+                             f"'model' or 'pretrained', got {self.kind!r}")
         if self.kind in ("run", "model") and not self.path:
             raise ValueError(f"PolicySpec({self.kind!r}) needs a path")
+        if self.kind == "pretrained":
+            if not self.name:
+                raise ValueError("PolicySpec('pretrained') needs a name (kai_drive.pretrained.available())")
+            if self.name.endswith(".json"):  # an exported agent's file: absolute, like every path here
+                object.__setattr__(self, "name", str(Path(self.name).expanduser().resolve()))
         if self.path:
             object.__setattr__(self, "path", str(Path(self.path).expanduser().resolve()))
         if self.vecnormalize:
@@ -79,6 +85,10 @@ class PolicySpec:
             return pol
         if self.kind == "run":
             pol, _ = load_run(self.path, self.checkpoint)
+        elif self.kind == "pretrained":
+            from kai_drive.pretrained import load
+
+            pol = load(self.name)
         else:
             pol = load_model(self.path, self.algo, self.vecnormalize)
         pol.spec = self

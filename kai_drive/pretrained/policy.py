@@ -17,7 +17,8 @@ import torch
 from kai_drive.evaluation.adapters import SB3Policy
 from kai_drive.perception.spec import SpecMismatchError
 from kai_drive.pretrained.spec import (
-    SENSOR_CONDITIONS, AgentError, AgentSpec, agent_paths, box_of, dict_space_of, read_spec, restore_hint, sha256_of,
+    SENSOR_CONDITIONS, AgentError, AgentSpec, agent_paths, available, box_of, default_name, dict_space_of, read_spec,
+    restore_hint, sha256_of,
 )
 
 IMAGE_KEYS = ("camera", "depth", "segmentation")
@@ -159,6 +160,40 @@ def env_differences(spec: AgentSpec, env: Any) -> list[str]:
     return diffs
 
 
+def init_model(model: Any, name: Any, venv: Any, encoder_id: str | None) -> AgentSpec:
+    """Fine-tuning (``kai_drive.train --init pretrained``): put the agent's weights into a freshly built SB3
+    ``model`` whose training envs are ``venv``, and its VecNormalize statistics (observations when normalised,
+    returns) into the ``VecNormalize`` of ``venv``. ``encoder_id``: the shared encoder the recipe trains on
+    (``encoder.pretrained``), which must be the agent's. :class:`AgentMismatchError` names what differs."""
+    from kai_drive.training.envs import find_vec_normalize
+
+    spec = read_spec(name)
+    what = f"--init pretrained:{spec.name}"
+    want = spec.encoder.id if spec.encoder is not None else None
+    if want != encoder_id:
+        raise AgentMismatchError(f"{what}: the agent sits on the shared encoder {want!r}, the recipe on {encoder_id!r}; "
+                                 f"use the agent's recipe ({spec.training.recipe.get('encoder')})")
+    if spec.policy.algo != type(model).__name__.lower():
+        raise AgentMismatchError(f"{what}: the agent is {spec.policy.algo}, the run {type(model).__name__}; "
+                                 f"pass --algo {spec.policy.algo}")
+    check_encoder(spec)
+    diffs = env_differences(spec, venv)
+    if diffs:
+        raise AgentMismatchError(f"{what}: the training envs differ from the agent's: " + "; ".join(diffs))
+    load_heads(model.policy, read_weights(name, spec), shared_encoder=spec.encoder is not None, what=what)
+    vn, n = find_vec_normalize(venv), spec.normalisation
+    if vn is not None and n is not None:
+        if vn.norm_obs and n.obs:
+            for k, v in n.obs.items():
+                rms = vn.obs_rms[k]
+                rms.mean, rms.var = np.asarray(v["mean"], np.float64), np.asarray(v["var"], np.float64)
+                rms.count = float(v.get("count", 1e4))
+        if n.reward:
+            vn.ret_rms.mean, vn.ret_rms.var = np.float64(n.reward["mean"]), np.float64(n.reward["var"])
+            vn.ret_rms.count = float(n.reward["count"])
+    return spec
+
+
 class PretrainedPolicy(SB3Policy):
     """A shipped agent: ``policy(obs) -> action`` (one observation, deterministic), SB3's
     ``predict(obs, state=None, episode_start=None, deterministic=True) -> (action, state)`` (one or a batch),
@@ -174,6 +209,7 @@ class PretrainedPolicy(SB3Policy):
         self.agent = spec
         self.policy = module
         self.trained_renderer = spec.renderer
+        self.source = spec.name
         self._checked: set[int] = set()
         n = spec.normalisation
         if n is not None and n.norm_obs and n.obs:
@@ -240,6 +276,26 @@ class _ModuleAsModel:
 
 def load(name: Any = "lane-keep") -> PretrainedPolicy:
     """The shipped agent ``name`` (:func:`kai_drive.pretrained.available`) or an exported ``<name>.json`` path,
-    rebuilt from its spec and weights (no pickle)."""
+    rebuilt from its spec and weights (no pickle). ``policy.source`` is ``name`` as given."""
     spec = read_spec(name)
-    return PretrainedPolicy(build_module(spec, read_weights(name, spec)), spec)
+    pol = PretrainedPolicy(build_module(spec, read_weights(name, spec)), spec)
+    pol.source = str(name)
+    return pol
+
+
+def for_env(name: str | None, env: str | None) -> tuple[PretrainedPolicy, str]:
+    """``--pretrained [NAME]`` with ``--env ENV``: ``(the agent, its env id)``; NAME defaults to the env's alias.
+    ``ValueError`` when neither is given, or when the agent was trained on another env than ``--env``."""
+    from kai_drive.catalog import resolve_env
+
+    if not name:
+        if not env:
+            raise ValueError("--pretrained without a NAME needs --env (the env's shipped agent has its alias as name)")
+        name = default_name(env)
+        if name not in available():
+            raise ValueError(f"no shipped agent for --env {env} yet (shipped: {available()}); docs/models.md")
+    pol = load(name)
+    if env and resolve_env(env)[0] != pol.agent.env_id:
+        raise AgentMismatchError(f"pretrained agent {pol.agent.name!r} was trained on {pol.agent.env_id}, not on "
+                                 f"{resolve_env(env)[0]}; drop --env or pick the env's agent ({available()})")
+    return pol, pol.agent.env_id

@@ -16,6 +16,7 @@ examples:
       --set env_config.sensors.camera.enabled=false --set policy_kwargs.net_arch=[128,128]
   python -m kai_drive.train --env lane-keep --recipe my_recipe.yaml --n-envs 4 --vec-env subproc
   python -m kai_drive.train --resume runs/lane-keep/ppo_3 --timesteps 500000   # continue a run
+  python -m kai_drive.train --env lane-keep --init pretrained     # fine-tune the shipped agent (docs/models.md)
   tensorboard --logdir runs                                       # watch the curves
 
 Road seeds: training draws roads in [0, 2^30); periodic evaluation uses roads 2^30 + i; the final
@@ -70,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-freq", type=_nonneg_int, help="env steps between checkpoints (0 = only at the end)")
     p.add_argument("--log-folder", type=Path, default=Path("runs"), help="where run folders go (default: runs)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its newest checkpoint")
+    p.add_argument(
+        "--init",
+        metavar="pretrained[:NAME]",
+        help="fine-tune: start from a shipped agent's weights (pretrained = the env's agent; docs/models.md)",
+    )
     p.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,

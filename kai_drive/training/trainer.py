@@ -43,7 +43,7 @@ from kai_drive.training.envs import (
 from kai_drive.training.evaluation import evaluate_on_roads
 from kai_drive.training.imitation import run_imitation
 from kai_drive.training.recipe import (
-    ENV_ROLES, algo_kwargs, check_algo_args, env_config_for, load_recipe, parse_set, recipe_to_dict, validate_recipe,
+    ENV_ROLES, algo_kwargs, check_algo_args, env_config_for, env_mix_for, load_recipe, parse_set, recipe_to_dict, validate_recipe,
 )
 from kai_drive.training.runs import RunFolder, venv_renderer
 
@@ -143,12 +143,33 @@ def prepare(args: argparse.Namespace, argv: list[str]) -> Plan:
         env_id=env_id, alias=alias, algo=algo, seed=0 if args.seed is None else args.seed,
         device=train_device(args.device), recipe=recipe, recipe_file=str(recipe_file),
         env_spec=spec.model_dump(mode="json"), progress=progress, verbose=args.verbose,
-        log_folder=args.log_folder, command=command,
+        log_folder=args.log_folder, command=command, extra=_init_agent(getattr(args, "init", None), env_id, alias, algo),
     )
 
 
+def _init_agent(init: str | None, env_id: str, alias: str, algo: str) -> dict:
+    """``--init pretrained[:NAME]``: ``{"init": NAME}`` after checking the agent exists and fits env and algo."""
+    if not init:
+        return {}
+    kind, _, name = init.partition(":")
+    if kind != "pretrained":
+        raise UsageError(f"--init {init}: write --init pretrained (the env's shipped agent) or --init pretrained:NAME")
+    from kai_drive.pretrained import AgentError, available, read_spec
+
+    name = name or alias
+    try:
+        spec = read_spec(name)
+    except AgentError as exc:
+        raise UsageError(f"--init {init}: {exc}") from None
+    if spec.env_id != env_id or spec.policy.algo != algo:
+        raise UsageError(f"--init {init}: the agent is {spec.policy.algo} on {spec.env_id}, this run {algo} on {env_id} "
+                         f"(shipped agents: {available()})")
+    return {"init": name}
+
+
 def _prepare_resume(args: argparse.Namespace, command: str, progress: bool) -> Plan:
-    for flag, value in (("--env", args.env), ("--algo", args.algo), ("--recipe", args.recipe), ("--seed", args.seed)):
+    for flag, value in (("--env", args.env), ("--algo", args.algo), ("--recipe", args.recipe), ("--seed", args.seed),
+                        ("--init", getattr(args, "init", None))):
         if value is not None:
             raise UsageError(f"--resume uses the run's own config.yaml; drop {flag}")
     if args.set:
@@ -286,6 +307,7 @@ def build_envs(s: Session) -> None:
     s.venv = make_vec_env(
         plan.env_id, env_config_for(r, "train"), r.n_envs, r.vec_env, "train", r.frame_stack,
         seed=plan.seed + seed_offset, encoder=r.encoder, modality_dropout=r.modality_dropout,
+        env_mix=env_mix_for(r, "train"),
     )
     vn_path = plan.checkpoint[2] if plan.checkpoint else None
     if plan.checkpoint and r.normalisation.enabled and vn_path is None:
@@ -294,7 +316,8 @@ def build_envs(s: Session) -> None:
     s.renderer = check_renderers(plan, s.venv)
     if r.eval.freq > 0 or r.eval.final_episodes > 0:
         s.eval_base = make_vec_env(
-            plan.env_id, env_config_for(r, "eval"), r.eval.n_envs, "subproc", "eval", r.frame_stack, encoder=r.encoder
+            plan.env_id, env_config_for(r, "eval"), r.eval.n_envs, "subproc", "eval", r.frame_stack, encoder=r.encoder,
+            env_mix=env_mix_for(r, "eval"),
         )
         s.eval_env = wrap_normalize(s.eval_base, r.normalisation, s.gamma, training=False)
 
@@ -320,6 +343,11 @@ def build_model(s: Session) -> None:
         if r.action_noise is not None:
             s.kwargs["action_noise"] = action_noise(r.action_noise, s.venv.action_space)
         s.model = s.cls(r.policy, s.venv, seed=plan.seed, device=plan.device, verbose=0, **s.kwargs)
+        if plan.extra.get("init"):  # fine-tune a shipped agent: its weights and normalisation statistics
+            from kai_drive.pretrained.policy import init_model
+
+            agent = init_model(s.model, plan.extra["init"], s.venv, r.encoder.pretrained if r.encoder else None)
+            plan.extra["init_record"] = {"pretrained": agent.name, "weights_sha256": agent.weights.sha256}
     else:
         s.model = s.cls.load(str(plan.checkpoint[1]), env=s.venv, device=plan.device, print_system_info=False)
         rb = RunFolder(plan.resume).replay_buffer_file
@@ -365,6 +393,7 @@ def open_run_folder(s: Session) -> RunFolder:
         # resolved env overrides per role: training envs; periodic evaluation (picks best_model.zip); final
         # evaluation = the default of evaluate --run / play --run
         "env_configs": {role: env_config_for(r, role) for role in ("train", "eval", "test")},
+        **({"init": plan.extra["init_record"]} if "init_record" in plan.extra else {}),  # --init pretrained
         "env_spec": plan.env_spec,
     })
     run.write_command(plan.command + "\n")
@@ -382,6 +411,8 @@ def announce(s: Session) -> None:
     say(f"  tensorboard --logdir {s.run.path.parent}")
     if plan.checkpoint is not None:
         say(f"  resuming from {plan.checkpoint[1].name} ({s.model.num_timesteps:,} steps done)")
+    if "init_record" in plan.extra:
+        say(f"  initialised from the pretrained agent {plan.extra['init_record']['pretrained']!r} (fine-tuning)")
     outputs = ["tensorboard"] + (["stdout"] if plan.verbose else [])
     s.model.set_logger(configure(str(s.run.file(RunFolder.TB)), outputs))
 
@@ -414,7 +445,7 @@ def learn(s: Session, callbacks: list) -> None:
     remaining = r.n_timesteps - model.num_timesteps
     t_train = time.perf_counter()
     s.steps_before = model.num_timesteps
-    if r.imitation is not None and plan.checkpoint is None:
+    if r.imitation is not None and plan.checkpoint is None and not plan.extra.get("init"):  # --init: already trained
         imitate(s, callbacks)
         s.imitation_s = time.perf_counter() - t_train
     if remaining <= 0:
@@ -442,7 +473,7 @@ def imitate(s: Session, callbacks: list) -> None:
     def make_venv():
         return make_vec_env(plan.env_id, env_config_for(r, "train"), im.n_envs, "subproc", "train", r.frame_stack,
                             seed=plan.seed + 100_003, encoder=r.encoder, expert=im.expert,
-                            modality_dropout=r.modality_dropout)
+                            modality_dropout=r.modality_dropout, env_mix=env_mix_for(r, "train"))
 
     history = run_imitation(s.model, make_venv, im, seed=plan.seed, log=say, logger=s.model.logger)
     wall = time.perf_counter() - t0
@@ -486,7 +517,8 @@ def _test_envs(s: Session) -> Any:
     if env_config_for(r, "test") != env_config_for(r, "eval"):
         close_venv(s.eval_base, False)
         s.eval_base = make_vec_env(
-            plan.env_id, env_config_for(r, "test"), r.eval.n_envs, "subproc", "eval", r.frame_stack, encoder=r.encoder
+            plan.env_id, env_config_for(r, "test"), r.eval.n_envs, "subproc", "eval", r.frame_stack, encoder=r.encoder,
+            env_mix=env_mix_for(r, "test"),
         )
     return s.eval_base
 
