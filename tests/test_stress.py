@@ -86,6 +86,27 @@ def test_found_failure_replays_identically_in_a_fresh_process(tmp_path):
     assert replay_failure(str(other), "constant")["same"] is False
 
 
+#: fields of result.json that describe the run, not the search: wall times, when / where / how it ran
+RUN_FIELDS = ("wall_s", "created", "machine", "command", "execution")
+TINY = ["--env", "follow", "--policy", "constant", "--budget", "4", "--batch", "2", "--max-seconds", "6",
+        "--factors", "start_", "--modes", "1", "--bisect", "1", "--no-gifs"]
+
+
+def test_ray_search_gives_the_serial_result(tmp_path):
+    """``--ray --num-cpus 2`` runs every episode (search, mode replay, smallest-change replays) as a Ray task on a
+    local instance: the result.json equals the serial one once the run fields are removed."""
+    pytest.importorskip("ray")
+    from kai_drive.stress import main
+
+    assert main([*TINY, "--out", str(tmp_path / "serial")]) == 0
+    assert main([*TINY, "--out", str(tmp_path / "ray"), "--ray", "--num-cpus", "2"]) == 0
+    serial, par = (json.loads((tmp_path / d / "result.json").read_text()) for d in ("serial", "ray"))
+    assert serial["execution"] == {"backend": "serial"} and par["execution"]["backend"] == "ray"
+    assert serial["failures"] >= 1 and serial["modes"][0]["smallest_change"]["episodes"] >= 3  # not an empty search
+    assert json.dumps({k: v for k, v in par.items() if k not in RUN_FIELDS}, sort_keys=True) == \
+        json.dumps({k: v for k, v in serial.items() if k not in RUN_FIELDS}, sort_keys=True)
+
+
 # ---------------------------------------------------------------------------------------------------
 # the estimator and the search on toy problems (pure numpy, no env)
 # ---------------------------------------------------------------------------------------------------
