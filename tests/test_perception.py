@@ -203,6 +203,8 @@ def test_vecenv_wrapper_batches_like_single_encoding():
     np.testing.assert_allclose(emb, singles, rtol=1e-5, atol=1e-5)
     obs = wrapped.reset()
     assert obs.shape == (3, 128) and obs.dtype == np.float32
+    # the wrapped envs' reset infos pass through (imitation reads its expert labels there)
+    assert wrapped.reset_infos is venv.reset_infos and all("lateral_offset_m" in i for i in wrapped.reset_infos)
     obs, rew, done, infos = wrapped.step(np.zeros((3, 2), np.float32))
     assert obs.shape == (3, 128) and np.isfinite(obs).all()
     wrapped.close()

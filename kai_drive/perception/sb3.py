@@ -181,10 +181,13 @@ class EncodedVecEnv(VecEnvWrapper):
         return self.encode({k: np.asarray(obs[k])[None] for k in self.keys})[0]
 
     def reset(self) -> np.ndarray:
-        return self.encode(self.venv.reset())
+        obs = self.venv.reset()
+        self.reset_infos = self.venv.reset_infos  # the wrapped envs' reset infos (imitation reads its labels there)
+        return self.encode(obs)
 
     def step_wait(self):
         obs, rewards, dones, infos = self.venv.step_wait()
+        self.reset_infos = self.venv.reset_infos
         for info in infos:
             term = info.get("terminal_observation")
             if isinstance(term, dict):
