@@ -198,6 +198,77 @@ def make_env_fn(
     return _init
 
 
+class EnvCycle(gymnasium.Wrapper):
+    """One worker of a multi-env training (a recipe's ``env_mix``): each reset moves on to the next member env
+    (member ``(offset + k) % n`` at the k-th reset), so every worker sees every member in turn and a run's
+    episodes are shared evenly between them. Members are whole wrapped stacks (``make_env_fn``) with the same
+    observation and action spaces; ``info["env_id"]`` names the member an episode ran in.
+
+    Seeding stays reproducible: ``reset(seed=s)`` reseeds member ``j`` with ``s + 1_000_003 * j`` at its next
+    reset. Road seeds queued with :meth:`queue_road_seeds` (evaluation) are taken in order, whatever member
+    drives them. Attribute and method look-ups (``env_method``, ``get_attr``) reach the active member.
+    """
+
+    def __init__(self, members: list[gymnasium.Env], names: list[str], offset: int = 0) -> None:
+        if not members or len(members) != len(names):
+            raise ValueError("EnvCycle needs one name per member env, and at least one member")
+        for name, env in zip(names[1:], members[1:]):
+            if env.observation_space != members[0].observation_space or env.action_space != members[0].action_space:
+                raise ValueError(
+                    f"env_mix: {name} has observation space {env.observation_space} / action space {env.action_space}, "
+                    f"{names[0]} has {members[0].observation_space} / {members[0].action_space}; members must agree"
+                )
+        super().__init__(members[0])
+        self.members, self.names = members, list(names)
+        self._offset, self._resets = int(offset), 0
+        self._seeds: dict[int, int] = {}
+        self._queue: collections.deque[int] = collections.deque()
+
+    def queue_road_seeds(self, seeds: Iterable[int]) -> None:
+        """The next resets use these road seeds, in order, one per reset whatever member drives it."""
+        self._queue = collections.deque(int(s) for s in seeds)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if seed is not None:
+            self._seeds = {j: int(seed) + 1_000_003 * j for j in range(len(self.members))}
+        j = (self._offset + self._resets) % len(self.members)
+        self._resets += 1
+        self.env = self.members[j]
+        options = dict(options or {})
+        if self._queue and "road_seed" not in options:
+            options["road_seed"] = self._queue.popleft()
+            options.setdefault("noise_seed", options["road_seed"])
+        obs, info = self.env.reset(seed=self._seeds.pop(j, None), options=options)
+        info["env_id"] = self.names[j]
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        info["env_id"] = self.names[self.members.index(self.env)]
+        return obs, reward, terminated, truncated, info
+
+    def close(self) -> None:
+        for env in self.members:
+            env.close()
+
+
+def make_cycle_fn(members: dict[str, dict[str, Any]], env_config: dict[str, Any], split: Split, offset: int,
+                  render_mode: str | None = None, in_subprocess: bool = False, expert: str | None = None,
+                  modality_dropout: dict[str, float] | None = None) -> Callable[[], gymnasium.Env]:
+    """A picklable thunk building one :class:`EnvCycle` worker over ``members`` (env id -> extra overrides of
+    that member, applied over ``env_config``)."""
+    from kai_drive.config import deep_merge, dotted_to_nested
+
+    fns = [make_env_fn(env_id, deep_merge(dotted_to_nested(env_config), dotted_to_nested(extra)), split, render_mode,
+                       in_subprocess=in_subprocess, expert=expert, modality_dropout=modality_dropout)
+           for env_id, extra in members.items()]
+
+    def _init() -> gymnasium.Env:
+        return EnvCycle([fn() for fn in fns], list(members), offset)
+
+    return _init
+
+
 def image_keys(space: gymnasium.spaces.Space) -> list[str]:
     if isinstance(space, gymnasium.spaces.Dict):
         return [k for k, s in space.spaces.items() if s.dtype == np.uint8 and len(s.shape) == 3]
@@ -216,8 +287,12 @@ def make_vec_env(
     encoder: Any = None,
     expert: str | None = None,
     modality_dropout: dict[str, float] | None = None,
+    env_mix: dict[str, dict[str, Any]] | None = None,
 ):
     """The VecEnv (without VecNormalize, see :func:`wrap_normalize`).
+
+    ``env_mix`` (env id -> extra overrides): every worker is an :class:`EnvCycle` over these envs instead of
+    ``env_id`` alone (a recipe's ``env_mix``: one policy for several envs).
 
     ``encoder`` (a recipe's :class:`~kai_drive.training.recipe.EncoderSettings`): observations become
     frozen perception embeddings (:class:`kai_drive.perception.EncodedVecEnv`); ``modality_dropout``: see
@@ -225,8 +300,12 @@ def make_vec_env(
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecFrameStack
 
     subproc = vec_env == "subproc" and n_envs > 1
-    fns = [make_env_fn(env_id, env_config, split, render_mode, in_subprocess=subproc, expert=expert,
-                       modality_dropout=modality_dropout) for _ in range(n_envs)]
+    if env_mix:
+        fns = [make_cycle_fn(env_mix, env_config, split, rank, render_mode, in_subprocess=subproc, expert=expert,
+                             modality_dropout=modality_dropout) for rank in range(n_envs)]
+    else:
+        fns = [make_env_fn(env_id, env_config, split, render_mode, in_subprocess=subproc, expert=expert,
+                           modality_dropout=modality_dropout) for _ in range(n_envs)]
     venv = SubprocVecEnv(fns, start_method="forkserver") if subproc else DummyVecEnv(fns)
     if seed is not None:
         venv.seed(seed)

@@ -166,6 +166,12 @@ class Recipe(StrictModel):
         description="training envs only: probability per episode that an observation entry is lost (filled with "
         "its sensor's missing value), e.g. {camera: 0.2, lidar: 0.2}; never all at once",
     )
+    env_mix: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="one policy for several envs: env alias or id -> extra overrides of that env's TRAINING envs "
+        "(e.g. its scenario.use). Every training, imitation and evaluation worker cycles over these envs, one "
+        "episode each in turn (kai_drive.training.envs.EnvCycle); {} = the run's env alone",
+    )
     hyperparams: dict[str, Any] = Field(default_factory=dict)
     imitation: ImitationSettings | None = Field(
         None, description="behaviour cloning + DAgger from a scripted expert before RL (docs/training.md)"
@@ -191,6 +197,22 @@ class Recipe(StrictModel):
             if self.frame_stack > 1:
                 raise ValueError("with encoder: frame_stack must be 1 (the shipped encoders see one frame)")
         return self
+
+    @field_validator("env_mix")
+    @classmethod
+    def _env_mix(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from kai_drive.catalog import resolve_env
+
+        out = {}
+        for name, extra in value.items():
+            try:
+                env_id = resolve_env(name)[0]
+            except KeyError as err:  # UnknownEnvError: pydantic reports ValueErrors
+                raise ValueError(str(err)) from None
+            if env_id in out:
+                raise ValueError(f"{name}: {env_id} is listed twice")
+            out[env_id] = dict(extra or {})
+        return out
 
     @field_validator("modality_dropout")
     @classmethod
@@ -516,8 +538,17 @@ __all__ = [
     "SpecError",
     "algo_kwargs",
     "env_config_for",
+    "env_mix_for",
     "flat_config",
     "load_recipe",
     "parse_set",
     "validate_recipe",
 ]
+
+
+def env_mix_for(recipe: Recipe, role: str) -> dict[str, dict[str, Any]] | None:
+    """The recipe's ``env_mix`` for one role (None when it has none): training envs get each member's extra
+    overrides, evaluation envs (``eval``, ``test``) the members alone, under the role's common config."""
+    if not recipe.env_mix:
+        return None
+    return {env_id: (dict(extra) if role == "train" else {}) for env_id, extra in recipe.env_mix.items()}
