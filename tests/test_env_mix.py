@@ -69,3 +69,19 @@ def test_recipe_env_mix_resolves_aliases_and_splits_roles():
 
     with pytest.raises(RecipeError, match="lane-kep"):
         load_recipe("ppo", "KaiDrive/Follow-v0", "follow", overrides={"env_mix": {"lane-kep": {}}})
+
+
+def test_generalist_recipe_validates_for_every_member():
+    """agents/generalist.yaml: each member's training config (common + its own overrides) is a valid env spec."""
+    from kai_drive.catalog import catalog_dir, env_yaml
+    from kai_drive.config import deep_merge, dotted_to_nested
+    from kai_drive.specs import load_env_spec
+    from kai_drive.training.recipe import env_config_for
+
+    recipe, _ = load_recipe("ppo", "KaiDrive/LaneKeep-v0", "lane-keep", recipe_file=catalog_dir("agents") / "generalist.yaml")
+    assert set(recipe.env_mix) == {"KaiDrive/LaneKeep-v0", "KaiDrive/Follow-v0", "KaiDrive/Highway-v0", "KaiDrive/Crossing-v0"}
+    for role in ("train", "test"):
+        for env_id, extra in env_mix_for(recipe, role).items():
+            spec = load_env_spec(env_yaml(env_id), deep_merge(dotted_to_nested(env_config_for(recipe, role)),
+                                                              dotted_to_nested(extra)))
+            assert bool(spec.scenario.use) == (role == "train")
