@@ -91,6 +91,8 @@ def _evaluation(run: RunFolder, checkpoint: str) -> dict:
         raise AgentError(f"{run.path}: final_eval.json evaluated {ev.get('model')}, not {RunFolder.MODELS[checkpoint]}; "
                          f"export --checkpoint {'best' if ev.get('model') == 'best_model.zip' else 'final'}")
     out = {k: v for k, v in ev.items() if k != "per_episode"}
+    # per road seed, in order: 1 success, 0 not (scripts/check_pretrained.py repeats them seed by seed)
+    out["success_by_seed"] = "".join("1" if e.get("success") else "0" for e in ev.get("per_episode") or [])
     seeds = list(ev.get("road_seeds") or [])
     if seeds and seeds == list(range(seeds[0], seeds[0] + len(seeds))):
         out["road_seeds"] = f"{seeds[0]} + i, i < {len(seeds)}"
