@@ -127,6 +127,7 @@ def export_run(run_dir: str | Path, name: str, checkpoint: str = "best", out_dir
     run = RunFolder(run_dir)
     cfg = run.config(f"--run {run.path}: ")
     recipe = cfg.get("recipe") or {}
+    evaluation = _evaluation(run, checkpoint)  # first: a run without the card's evaluation is refused at once
     pol, env_id = load_run(run.path, checkpoint)
     module = pol.model.policy
     encoder = _encoder_ref(recipe)
@@ -148,7 +149,7 @@ def export_run(run_dir: str | Path, name: str, checkpoint: str = "best", out_dir
             seed=int(cfg.get("seed", 0)), timesteps=int(status.get("timesteps", 0)),
             train_wall_time_s=status.get("train_wall_time_s"), imitation_wall_time_s=status.get("imitation_wall_time_s"),
             kai_drive_version=str(cfg.get("kai_drive_version", __version__)), note=note, recipe=recipe),
-        evaluation=_evaluation(run, checkpoint),
+        evaluation=evaluation,
         exported={"date": datetime.datetime.now().isoformat(timespec="seconds"), "torch": torch.__version__,
                   "kai_drive": __version__, "stable_baselines3": _sb3_version()},
     )
