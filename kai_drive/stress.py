@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--policy", choices=["scripted", "stop", "constant"], help="a built-in driver (as evaluate)")
     ap.add_argument("--checkpoint", choices=["final", "best"], default="final", help="with --run")
     ap.add_argument("--budget", type=int, default=100, help="episodes in all (search, and estimate with --estimate)")
-    ap.add_argument("--batch", type=int, default=20, help="episodes per cross-entropy round")
+    ap.add_argument("--batch", type=int, default=10, help="episodes per cross-entropy round")
     ap.add_argument("--method", choices=["cem", "random"], default="cem", help="cem search, or nominal random sampling")
     ap.add_argument("--seed", type=int, default=0, help="seed of the search (road seeds and factor draws)")
     ap.add_argument("--estimate", action="store_true",
@@ -46,6 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--factors", default=None, help="comma-separated substrings: search only matching factors (lead.,ped)")
     ap.add_argument("--max-seconds", type=float, default=None, help="cut episodes at this simulated time (s)")
     ap.add_argument("--plausibility", type=float, default=0.01, help="weight of the log-likelihood in the search score")
+    ap.add_argument("--severity", choices=["graded", "max"], default=None,
+                    help="near-miss score of an episode without failure (docs/stress.md; default graded)")
+    ap.add_argument("--refit", choices=["pooled", "round"], default=None,
+                    help="cem: refit on the elite of every episode so far (pooled, default) or of the last round")
+    ap.add_argument("--weights", choices=["none", "likelihood"], default=None,
+                    help="cem: plain elite fit (none, default) or weighted by p/q toward the nominal (likelihood)")
+    ap.add_argument("--elite-frac", type=float, default=None, help="cem: elite fraction (default 0.2)")
+    ap.add_argument("--alpha", type=float, default=None, help="cem: smoothing of each refit (default 0.9)")
     ap.add_argument("--modes", type=int, default=3, help="analyse (replay, smallest change, but-for, GIF) this many modes")
     ap.add_argument("--bisect", type=int, default=3, help="halvings per factor in the smallest-change search")
     ap.add_argument("--no-gifs", action="store_true")
@@ -86,6 +94,11 @@ def _inputs(args: argparse.Namespace) -> tuple:
     env_id, alias = resolve_env(env) if env else (None, None)
     cfg = SearchConfig(budget=args.budget, batch=args.batch, method=args.method, seed=args.seed, estimate=args.estimate,
                        estimate_frac=args.estimate_frac, plausibility_weight=args.plausibility)
+    for flag, field, value in (("severity", "severity", args.severity), ("refit", "memory", args.refit and args.refit == "pooled"),
+                               ("weights", "weighted", args.weights and args.weights == "likelihood"),
+                               ("elite_frac", "elite_frac", args.elite_frac), ("alpha", "alpha", args.alpha)):
+        if getattr(args, flag) is not None:
+            setattr(cfg, field, value)
     cfg.check()
     return policy, env_id, alias, env_cfg, cfg
 

@@ -97,7 +97,8 @@ def stress_test(  # long: one run from its inputs to the analysed result, in ord
                          "PolicySpec (--run); run a callable serially")
 
     def item(seed: int, x: np.ndarray | None = None, record: dict | None = None) -> dict:
-        it = {"env_id": env_id, "env_config": cfg, "policy": desc, "seed": int(seed), "max_steps": config.max_steps}
+        it = {"env_id": env_id, "env_config": cfg, "policy": desc, "seed": int(seed), "max_steps": config.max_steps,
+              "severity": config.severity}
         if record is not None:
             it["record"] = record
         else:

@@ -47,12 +47,15 @@ class SearchConfig:
     """What a search does: ``budget`` episodes in rounds of ``batch``; see the module docstring."""
 
     budget: int = 100
-    batch: int = 20
+    batch: int = 10
     method: str = "cem"  # cem | random
     elite_frac: float = 0.2
-    alpha: float = 0.7
+    alpha: float = 0.9
     min_sigma: float = 0.1
     plausibility_weight: float = 0.01
+    severity: str = "graded"  # graded | max (see severity())
+    weighted: bool = False  # True: weight the elite by p/q (toward the nominal); False: a plain fit to the elite
+    memory: bool = True  # refit on the elite of every search episode so far; False: of the last round only
     estimate: bool = False
     estimate_frac: float = 0.5
     defensive: float = 0.1
@@ -60,23 +63,39 @@ class SearchConfig:
     max_steps: int | None = None
 
     def check(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity {self.severity!r}: use one of {SEVERITIES}")
         if self.method not in ("cem", "random"):
             raise ValueError(f"method {self.method!r}: use 'cem' or 'random'")
         if self.budget < 1 or self.batch < 1:
             raise ValueError(f"budget ({self.budget}) and batch ({self.batch}) must be >= 1")
-        if not 0 < self.elite_frac <= 1 or not 0 < self.estimate_frac < 1:
-            raise ValueError("elite_frac must be in (0, 1] and estimate_frac in (0, 1)")
+        if not 0 < self.elite_frac <= 1 or not 0 < self.estimate_frac < 1 or not 0 < self.alpha <= 1:
+            raise ValueError("elite_frac and alpha must be in (0, 1] and estimate_frac in (0, 1)")
 
 
 # ---------------------------------------------------------------------------------------------------
 # one episode
 # ---------------------------------------------------------------------------------------------------
-def severity(outcome_failed: bool, min_ttc_s: float, max_abs_lateral_m: float, half_lane_m: float) -> float:
-    """1 for a failure, else ``0.99 * max(1 - min(TTC, 10 s) / 10 s, max |lateral offset| / half lane)``."""
+SEVERITIES = ("max", "graded")
+
+
+def severity(outcome_failed: bool, min_ttc_s: float, max_abs_lateral_m: float, half_lane_m: float,
+             rule: str = "max") -> float:
+    """1 for a failure; else how close the episode came, in ``[0, 0.99]``.
+
+    ``"max"``: ``0.99 * max(1 - min(TTC, 10 s) / 10 s, max |lateral offset| / half lane)`` (the first rule:
+    a TTC under 1 s, common where a pedestrian crosses, gives 0.9 and hides the lateral excursions).
+    ``"graded"``: ``0.99 * mean(1 - log(1 + TTC) / log(11), min(max |lateral offset| / half lane, 1))``: the
+    TTC term still separates 0.4 s from 1 s (0.86 vs 0.71), and both ways to fail, a collision and a lane
+    invasion, move the score."""
     if outcome_failed:
         return 1.0
     ttc = min(float(min_ttc_s), TTC_CAP_S) if math.isfinite(min_ttc_s) else TTC_CAP_S
     lat = min(float(max_abs_lateral_m) / max(half_lane_m, 1e-6), 1.0)
+    if rule == "graded":
+        return 0.99 * 0.5 * (1.0 - math.log1p(max(ttc, 0.0)) / math.log1p(TTC_CAP_S) + lat)
+    if rule != "max":
+        raise ValueError(f"severity rule {rule!r}: use one of {SEVERITIES}")
     return 0.99 * max(1.0 - ttc / TTC_CAP_S, lat, 0.0)
 
 
@@ -112,7 +131,7 @@ def stress_episode(item: dict) -> dict:
     half_lane = 0.5 * float(env.unwrapped.spec_data.road.lane_width_m)
     failed = is_failure(tr.outcome)
     out = {"seed": seed, "record": tr.scenario, "outcome": tr.outcome, "failed": failed,
-           "severity": severity(failed, m["min_ttc_s"], lat, half_lane), "min_ttc_s": m["min_ttc_s"],
+           "severity": severity(failed, m["min_ttc_s"], lat, half_lane, item.get("severity", "max")), "min_ttc_s": m["min_ttc_s"],
            "max_abs_lateral_m": lat, "route_completion": m["route_completion"], "steps": tr.steps,
            "seconds": time.perf_counter() - t0}
     if every:
@@ -178,11 +197,12 @@ class SearchResult:
 
 def _refit(z: np.ndarray, score: np.ndarray, failed: np.ndarray, log_w: np.ndarray, cfg: SearchConfig,
            mu: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """One cross-entropy update: elite (top ``elite_frac`` by score, or every failure when more), weights
-    ``p/q``, smoothed mean and standard deviation."""
-    k = max(2, int(math.ceil(cfg.elite_frac * len(z))))
+    """One cross-entropy update: elite (top ``elite_frac`` of ``z`` by score, or every failure when more),
+    weights ``p/q`` (with ``cfg.weighted``), smoothed mean and standard deviation. ``z`` is the round's batch,
+    or with ``cfg.memory`` every search episode so far."""
+    k = max(2, int(math.ceil(cfg.elite_frac * min(len(z), cfg.batch))))
     elite = np.nonzero(failed)[0] if failed.sum() >= k else np.argsort(-score)[:k]
-    w = np.exp(log_w[elite] - log_w[elite].max())
+    w = np.exp(log_w[elite] - log_w[elite].max()) if cfg.weighted else np.ones(len(elite))
     w = w / w.sum()
     m_new = (w[:, None] * z[elite]).sum(axis=0)
     s_new = np.sqrt((w[:, None] * (z[elite] - m_new) ** 2).sum(axis=0))
@@ -224,6 +244,7 @@ def cem_search(  # long: the loop over rounds, its bookkeeping and the estimate 
     mu, sigma = np.zeros(d), np.ones(d)
     n_search = cfg.budget - (int(round(cfg.estimate_frac * cfg.budget)) if cfg.estimate else 0)
     zs, eps, phases, log_qs, rounds = [], [], [], [], []
+    pool: list[tuple] = []  # per search round: z, score, failed, log p/q
     done = 0
     while done < cfg.budget:
         estimating = done >= n_search
@@ -250,7 +271,12 @@ def cem_search(  # long: the loop over rounds, its bookkeeping and the estimate 
                "mu": mu.tolist(), "sigma": sigma.tolist()}
         if cfg.method == "cem" and not estimating:
             score = sev + cfg.plausibility_weight * (log_p - space.log_likelihood(np.zeros(d)))
-            mu, sigma, row["elite"] = _refit(z, score, failed, log_p - log_q, cfg, mu, sigma)
+            pool.append((z, score, failed, log_p - log_q))
+            if cfg.memory:  # every search round so far
+                z_r, score_r, failed_r, lw_r = (np.concatenate(a) for a in zip(*pool))
+            else:
+                z_r, score_r, failed_r, lw_r = pool[-1]
+            mu, sigma, row["elite"] = _refit(z_r, score_r, failed_r, lw_r, cfg, mu, sigma)
         rounds.append(row)
         log(f"round {row['round']} ({row['phase']}): {n} episodes, {row['failures']} failures, mean severity "
             f"{row['mean_severity']:.3f}; {done}/{cfg.budget} episodes, {time.perf_counter() - t0:.0f} s")
