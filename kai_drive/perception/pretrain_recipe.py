@@ -7,7 +7,7 @@ naming the file and the key.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, model_validator
@@ -30,10 +30,19 @@ class CollectRecipe(StrictModel):
     burst_steps: tuple[int, int] = Field((4, 12), description="burst length range, steps")
     env_overrides: dict[str, Any] = Field(default_factory=lambda: {"task.terminate_on_lane_invasion": False},
                                           description="config overrides of every collection env")
+    per_env_overrides: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="env alias -> config overrides merged over env_overrides for that env only (e.g. a "
+                    "scenario.use list naming only the presets that env defines)")
+    longitudinal: Literal["p_speed", "idm"] = Field(
+        "p_speed", description="throttle: p_speed = P-control to the episode's target speed (no traffic); idm = "
+                               "privileged IDM toward it behind the nearest actor ahead (kai_drive.experts.driving)")
     randomize: dict[str, tuple[float, float]] = Field(
         default_factory=lambda: {"sensors.camera.noise_std": (0.0, 6.0), "sensors.lidar.noise_std": (0.0, 0.01)},
         description="dotted config key -> uniform range, drawn per randomised env")
-    probe_episodes: int = Field(8, ge=1, description="held-out probe episodes (clean sensors, other road seeds)")
+    probe_episodes: int = Field(8, ge=1, description="held-out probe episodes (clean sensors, other road seeds), "
+                                                   "spread evenly over the envs")
+    probe_max_steps: int | None = Field(None, ge=2, description="control steps per probe episode at most (default max_steps)")
 
     @model_validator(mode="after")
     def _ranges(self):
@@ -59,6 +68,10 @@ class TrainRecipe(StrictModel):
     latent_dim: int = Field(64, ge=4)
     lidar_noise: float = Field(0.01, ge=0, description="augmentation: Gaussian noise on lidar ranges")
     lidar_beam_dropout: float = Field(0.02, ge=0, le=1, description="augmentation: beams set to 1.0 (no hit)")
+    color_jitter: float = Field(0.0, ge=0, lt=1, description="augmentation: camera brightness and per-channel gains "
+                                "drawn in 1 +- this, per sample (anchor and positive independently); 0 = off")
+    channel_shuffle: float = Field(0.0, ge=0, le=1, description="augmentation: chance a sample's RGB channels are "
+                                   "permuted at random; 0 = off")
     w_temporal_camera: float = Field(1.0, ge=0)
     w_temporal_lidar: float = Field(1.0, ge=0)
     w_temporal_fused: float = Field(1.0, ge=0)
@@ -72,10 +85,23 @@ class TrainRecipe(StrictModel):
 class ProbeRecipe(StrictModel):
     train_frames: int = Field(6000, ge=10, description="probe fit frames drawn from the training data")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="last episodes of the fit set choose the ridge penalty")
+    compare: list[str] = Field(default_factory=list, description="other weights probed beside the new encoder and the "
+                               "random init (shipped names such as lane-keep, or .pt paths)")
+    shift_suite: str = Field("shift", description="evaluation suite (configs/eval/<name>.yaml) the shift conditions come from")
+    shift_conditions: list[str] = Field(default_factory=list, description="robustness conditions of shift_suite whose "
+                                        "`scenario:` is replayed on the held-out probe roads (same seeds, same driver)")
+    lead_gap_env: str | None = Field(None, description="env alias whose frames score the lead-distance probe (lead_gap_m)")
+    max_lead_gap_m: float = Field(40.0, gt=0, description="lead-distance probe: frames with a lead gap up to this (m; "
+                                  "the lidar's range)")
 
 
 class PretrainRecipe(StrictModel):
-    env: str = "lane-keep"
+    env: str = Field("lane-keep", description="the env of a single-env recipe (ignored when envs is set, except that "
+                                              "it must then be one of them)")
+    envs: list[str] | None = Field(None, min_length=1, description="collect from these envs, episodes spread evenly "
+                                   "(round robin); None = [env]")
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                             description="weights / run name (default: the env alias); --ship writes weights/<name>.pt")
     seed: int = 0
     device: str = "auto"
     encoder: dict[str, Any] = Field(default_factory=dict, description="EncoderConfig fields")
@@ -86,7 +112,39 @@ class PretrainRecipe(StrictModel):
     @model_validator(mode="after")
     def _encoder(self):
         EncoderConfig.from_dict(self.encoder)  # raises naming unknown keys
+        aliases = self.env_aliases()  # raises naming an unknown env
+        if len(set(aliases)) != len(aliases):
+            raise ValueError(f"envs: {self.envs} names an env twice")
+        if self.envs is not None and "env" in self.model_fields_set and resolve_env(self.env)[1] not in aliases:
+            raise ValueError(f"env: {self.env!r} is not one of envs {aliases}; drop `env:` or add it to `envs:`")
+        for name, where in ((a, "collect.per_env_overrides") for a in self.collect.per_env_overrides):
+            if resolve_env(name)[1] not in aliases:
+                raise ValueError(f"{where}: {name!r} is not a collection env ({aliases})")
+        if self.probe.lead_gap_env is not None and resolve_env(self.probe.lead_gap_env)[1] not in aliases:
+            raise ValueError(f"probe.lead_gap_env: {self.probe.lead_gap_env!r} is not a collection env ({aliases})")
         return self
+
+    def env_aliases(self) -> list[str]:
+        """The collection envs' aliases (``envs``, or ``[env]``); ValueError naming an unknown one."""
+        out = []
+        for e in (self.envs if self.envs is not None else [self.env]):
+            try:
+                out.append(resolve_env(e)[1])
+            except Exception as exc:
+                raise ValueError(f"env {e!r}: {exc}") from None
+        return out
+
+    def run_name(self) -> str:
+        """``name``, else the (first) env's alias: the run folder prefix and the shipped weights' name."""
+        return self.name or self.env_aliases()[0]
+
+    def overrides_for(self, alias: str) -> dict[str, Any]:
+        """The collection config of env ``alias``: env_overrides, then its per_env_overrides entry on top."""
+        out = dict(self.collect.env_overrides)
+        for k, v in self.collect.per_env_overrides.items():
+            if resolve_env(k)[1] == alias:
+                out.update(v)
+        return out
 
 
 def load_recipe(path: str | Path) -> PretrainRecipe:
@@ -103,7 +161,11 @@ def load_recipe(path: str | Path) -> PretrainRecipe:
 
 
 def default_recipe(env: str) -> Path:
-    """``configs/pretrain/<alias>.yaml`` of ``env`` (FileNotFoundError when the env has none)."""
+    """``configs/pretrain/<name>.yaml`` when it exists (a multi-env recipe such as ``drive``), else
+    ``configs/pretrain/<alias>.yaml`` of env ``env`` (FileNotFoundError when the env has none)."""
+    named = catalog_dir("configs") / "pretrain" / f"{env}.yaml"
+    if "/" not in env and named.is_file():
+        return named
     alias = resolve_env(env)[1]
     path = catalog_dir("configs") / "pretrain" / f"{alias}.yaml"
     if not path.is_file():

@@ -27,7 +27,7 @@ from tqdm import tqdm
 import kai_drive  # noqa: F401  (registers the envs)
 from kai_drive.catalog import resolve_env
 from kai_drive.perception.encoders import MultiModalEncoder
-from kai_drive.perception.pretrain_data import PretrainError, load_or_collect
+from kai_drive.perception.pretrain_data import PretrainError, load_or_collect, load_or_collect_shifts
 from kai_drive.perception.pretrain_recipe import PretrainRecipe, default_recipe, load_recipe
 from kai_drive.perception.pretraining import PairSampler, Pretrainer, batch_from
 from kai_drive.perception.probes import probe_table, run_probes
@@ -40,7 +40,7 @@ LOG = logging.getLogger("kai_drive.pretrain")
 def run_pretraining(env: str = "lane-keep", recipe_file: str | None = None, out: str | None = None,
                     resume: str | None = None, probe_only_weights: str | None = None, probe_only_run: bool = False,
                     iterations: int | None = None, probes: bool = True, ship_weights: bool = False,
-                    progress: bool = True) -> Path:
+                    progress: bool = True, overwrite: bool = False) -> Path:
     """A pretraining run from start to end (``python -m kai_drive.pretrain``); returns the run folder.
 
     ``probe_only_run``: collect (or reuse) the folder's data and probe ``probe_only_weights`` (default: the
@@ -55,15 +55,16 @@ def run_pretraining(env: str = "lane-keep", recipe_file: str | None = None, out:
     data, probe, renderer = load_or_collect(recipe, folder, progress=progress)
     LOG.info("data: %d training frames (%d episodes), %d probe frames (%d held-out roads)", len(data["episode"]),
              len(np.unique(data["episode"])), len(probe["episode"]), len(np.unique(probe["episode"])))
+    shifts = load_or_collect_shifts(recipe, folder, progress=progress) if (probes or probe_only_run) else {}
     if probe_only_run:
-        print(probe_table(probe_only(recipe, folder, data, probe, probe_only_weights)))
+        print(probe_table(probe_only(recipe, folder, data, probe, probe_only_weights, shifts)))
         return folder
     trainer = make_trainer(recipe, folder, data, device)
     writer = SummaryWriter(str(folder / "tb"))
     train_s = train(trainer, recipe, folder, data, device, writer, progress=progress)
-    wpath = finish(trainer, recipe, folder, data, probe, renderer, device, train_s, probes=probes)
+    wpath = finish(trainer, recipe, folder, data, probe, renderer, device, train_s, probes=probes, shifts=shifts)
     if ship_weights:
-        ship(wpath, resolve_env(recipe.env)[1])
+        ship(wpath, recipe.run_name(), overwrite=overwrite)
     writer.close()
     return folder
 
@@ -86,7 +87,7 @@ def open_run(env: str, recipe_file: str | None, out: str | None, resume: str | N
                 f"--recipe {recipe_file} differs from {folder / 'recipe.yaml'}; resume uses the run's own recipe")
         return recipe, folder
     recipe = load_recipe(Path(recipe_file) if recipe_file else default_recipe(env))
-    alias = resolve_env(recipe.env)[1]
+    alias = recipe.run_name()
     folder = Path(out) if out else Path("runs/pretrain") / f"{alias}_{time.strftime('%Y%m%d-%H%M%S')}"
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / "recipe.yaml").is_file() and load_recipe(folder / "recipe.yaml") != recipe and not probe_only:
@@ -98,20 +99,36 @@ def open_run(env: str, recipe_file: str | None, out: str | None, resume: str | N
 
 
 def env_space(recipe: PretrainRecipe) -> tuple[Any, str]:
-    """``(observation space, renderer)`` of one env of the recipe's env (default config)."""
-    env = gymnasium.make(resolve_env(recipe.env)[0])
-    space, renderer = env.observation_space, str(env.unwrapped.renderer)
-    env.close()
+    """``(observation space, renderer)`` of the recipe's (first) env (default config); every collection env must
+    have the same observation space (one encoder reads them all), else PretrainError names the odd one."""
+    space = renderer = None
+    for alias in recipe.env_aliases():
+        env = gymnasium.make(resolve_env(alias)[0], config=recipe.overrides_for(alias))
+        if space is None:
+            space, renderer = env.observation_space, str(env.unwrapped.renderer)
+        elif env.observation_space != space:
+            env.close()
+            raise PretrainError(f"env {alias!r} has observation space {env.observation_space}, the first env "
+                                f"{recipe.env_aliases()[0]!r} has {space}: one encoder cannot read both")
+        env.close()
     return space, renderer
 
 
-def probe_only(recipe: PretrainRecipe, out: Path, data: dict, probe: dict, weights: str | None) -> dict:
-    """Probe shipped or given weights (``weights``; default: the env's shipped ones) on the folder's data."""
+def probe_only(recipe: PretrainRecipe, out: Path, data: dict, probe: dict, weights: str | None,
+               shifts: dict | None = None) -> dict:
+    """Probe shipped or given weights (``weights``; default: the recipe's shipped ones) on the folder's data
+    (beside a random init and the recipe's ``probe.compare`` weights); writes probes.json."""
     space, renderer = env_space(recipe)
-    encoder = load_encoder(space, weights or resolve_env(recipe.env)[1], renderer=renderer)
-    res = run_probes(encoder, recipe, data, probe, recipe.seed)
+    encoder = load_encoder(space, weights or recipe.run_name(), renderer=renderer)
+    res = run_probes(encoder, recipe, data, probe, recipe.seed, others=compare_encoders(recipe, space, renderer),
+                     shifts=shifts)
     write_json(out / "probes.json", res)
     return res
+
+
+def compare_encoders(recipe: PretrainRecipe, space, renderer: str) -> dict[str, MultiModalEncoder]:
+    """``{name: encoder}`` of the recipe's ``probe.compare`` weights (shipped names or paths)."""
+    return {str(w): load_encoder(space, w, renderer=renderer) for w in recipe.probe.compare}
 
 
 def make_trainer(recipe: PretrainRecipe, out: Path, data: dict, device: torch.device) -> Pretrainer:
@@ -163,13 +180,15 @@ def train(trainer: Pretrainer, recipe: PretrainRecipe, out: Path, data: dict, de
 
 
 def finish(trainer: Pretrainer, recipe: PretrainRecipe, out: Path, data: dict, probe: dict, renderer: str,
-           device: torch.device, train_s: float, probes: bool = True) -> Path:
+           device: torch.device, train_s: float, probes: bool = True, shifts: dict | None = None) -> Path:
     """Probe the trained encoder (``probes``: probes.json / probes.md, printed) and write encoder.pt with its
     manifest; returns the weights file."""
     t = recipe.train
+    aliases = recipe.env_aliases()
     manifest = {
-        "env": resolve_env(recipe.env)[0],
-        "alias": resolve_env(recipe.env)[1],
+        "env": resolve_env(aliases[0])[0] if len(aliases) == 1 else ", ".join(resolve_env(a)[0] for a in aliases),
+        "alias": recipe.run_name(),
+        "envs": [resolve_env(a)[0] for a in aliases],
         "date": utc_now(),
         "renderer": renderer,  # the renderer that made the training images: loaders warn when theirs differs
         "recipe": recipe.model_dump(mode="json"),
@@ -181,22 +200,40 @@ def finish(trainer: Pretrainer, recipe: PretrainRecipe, out: Path, data: dict, p
     }
     encoder = trainer.encoder.cpu()
     if probes:
-        res = run_probes(encoder, recipe, data, probe, recipe.seed)
+        space, renderer_now = env_space(recipe)
+        res = run_probes(encoder, recipe, data, probe, recipe.seed,
+                         others=compare_encoders(recipe, space, renderer_now), shifts=shifts)
         write_json(out / "probes.json", res)
         table = probe_table(res)
         atomic_write(out / "probes.md", lambda tmp: tmp.write_text(table + "\n"))
         print(table)
-        manifest["probes"] = {init: {fs: {lab: {"r2": round(s["r2"], 4), "rmse": round(s["rmse"], 4)}
-                                          for lab, s in r.items()} for fs, r in res[init].items()}
-                              for init in ("pretrained", "random_init")}
+        def rounded(r):  # {features: {label: scores}} -> rounded r2 / rmse
+            return {fs: {lab: {"r2": round(s["r2"], 4), "rmse": round(s["rmse"], 4)} for lab, s in x.items()}
+                    for fs, x in r.items()}
+
+        manifest["probes"] = {init: rounded(res[init]) for init in res["encoders"]}
         manifest["probes"]["split"] = res["split"]
+        if res.get("shift"):
+            manifest["probes"]["shift"] = {c: {init: rounded(r) for init, r in v.items()} for c, v in res["shift"].items()}
+        if res.get("lead_gap"):
+            manifest["probes"]["lead_gap"] = {c: {init: {fs: {"r2": round(s["r2"], 4), "rmse": round(s["rmse"], 4)}
+                                                         for fs, s in r.items()} for init, r in v.items()}
+                                              for c, v in res["lead_gap"].items()}
+            manifest["probes"]["lead_gap_frames"] = res["lead_gap_frames"]
     wpath = save_weights(encoder, out / "encoder.pt", manifest)
     LOG.info("weights: %s (%.2f MB)", wpath, wpath.stat().st_size / 1e6)
     return wpath
 
 
-def ship(wpath: Path, alias: str) -> None:
-    """Copy the weights and their manifest to kai_drive/perception/weights/<alias>.pt/.json."""
+def ship(wpath: Path, alias: str, overwrite: bool = False) -> None:
+    """Copy the weights and their manifest to kai_drive/perception/weights/<alias>.pt/.json.
+
+    Refuses to replace different shipped weights of that name unless ``overwrite``: shipped agents and
+    recipes pin a weights file's sha256, so new weights get a new name (the recipe's ``name:``)."""
+    dst = WEIGHTS_DIR / f"{alias}.pt"
+    if dst.is_file() and not overwrite and dst.read_bytes() != wpath.read_bytes():
+        raise PretrainError(f"--ship: {dst} exists and differs from {wpath}; shipped agents pin its sha256. Give the "
+                            "recipe another `name:` (weights are shipped as <name>.pt), or pass --overwrite to replace it")
     WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
     for src, dst in ((wpath, WEIGHTS_DIR / f"{alias}.pt"), (wpath.with_suffix(".json"), WEIGHTS_DIR / f"{alias}.json")):
         atomic_write(dst, lambda tmp, src=src: shutil.copyfile(src, tmp))

@@ -96,6 +96,7 @@ class Pretrainer:
             if "depth" in obs:
                 img = torch.cat([img, obs["depth"].float().unsqueeze(1)], dim=1)  # shift depth with the image
             img = random_shift(img, t.pad, self.gen)
+            img = self._photometric(img)
             if "depth" in obs:
                 out["depth"] = img[:, -1]
                 img = img[:, :-1]
@@ -106,6 +107,27 @@ class Pretrainer:
             drop = (torch.rand(r.shape, generator=self.gen) < t.lidar_beam_dropout).to(r.device)
             out["lidar"] = torch.where(drop, torch.ones_like(r), (r + noise).clamp(0.0, 1.0))
         return out
+
+    def _photometric(self, img: torch.Tensor) -> torch.Tensor:
+        """Colour augmentation of float (B, C, H, W) images in [0, 1] (RGB = the first 3 channels; depth is left
+        alone): brightness and per-channel gains in 1 +- ``color_jitter`` and, with chance ``channel_shuffle``, a
+        random permutation of R, G, B. Both off (0) by default: then the image is returned unchanged."""
+        t = self.t
+        if t.color_jitter <= 0 and t.channel_shuffle <= 0:
+            return img
+        b = img.shape[0]
+        rgb, rest = img[:, :3], img[:, 3:]
+        if t.channel_shuffle > 0:
+            perm = torch.stack([torch.randperm(3, generator=self.gen) for _ in range(b)])  # (B, 3)
+            keep = torch.rand(b, generator=self.gen) >= t.channel_shuffle
+            perm[keep] = torch.arange(3)
+            rgb = torch.gather(rgb, 1, perm.to(img.device)[:, :, None, None].expand_as(rgb))
+        if t.color_jitter > 0:
+            j = t.color_jitter
+            gain = 1.0 + (torch.rand(b, 3, generator=self.gen) * 2 - 1) * j
+            gain = gain * (1.0 + (torch.rand(b, 1, generator=self.gen) * 2 - 1) * j)
+            rgb = (rgb * gain.to(img.device)[:, :, None, None]).clamp(0.0, 1.0)
+        return torch.cat([rgb, rest], dim=1)
 
     # -- one step -----------------------------------------------------------------------------------
     def losses(self, anchor: dict[str, torch.Tensor], positive: dict[str, torch.Tensor],
