@@ -8,7 +8,8 @@ For each result file (``python -m kai_drive.evaluate ... --out DIR`` writes ``DI
   lane invasions (episodes with at least one), route completion, driving score, min TTC;
 * every robustness condition (clean re-run and each shift / fault / attack, on the same seeds, episodes cut
   at the suite's horizon, so success there means "finished within the horizon"): **failure** (collision,
-  off-road or a lane invasion) with its Wilson 95 % interval, route completion and driving score within
+  off-road or a lane invasion; in an env that allows lane changes, e.g. highway, collision or off-road) with its
+  Wilson 95 % interval, route completion and driving score within
   the horizon, min TTC;
 * the causal verdicts.
 
@@ -42,13 +43,24 @@ def _mean(values) -> str:
     return f"{s['mean']:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
-def _failed(ep: dict) -> bool:
-    return bool(ep.get("collision", 0) or ep.get("off_road", 0) or ep.get("lane_invasion_events", 0))
+def _failed(ep: dict, lane_changes: bool) -> bool:
+    lane = bool(ep.get("lane_invasion_events", 0)) and not lane_changes
+    return bool(ep.get("collision", 0) or ep.get("off_road", 0) or lane)
 
 
-def _row(name: str, eps: list[dict], failure: bool = False) -> str:
+def lane_changes_allowed(d: dict) -> bool:
+    """True when the evaluated env lets the car change lanes (``task.terminate_on_lane_invasion: false``, e.g.
+    highway): a lane invasion is then a lane change, not a failure."""
+    from kai_drive.catalog import env_yaml
+    from kai_drive.specs import load_env_spec
+
+    task = load_env_spec(env_yaml(d["env_id"]), d.get("env_config") or {}).task
+    return not getattr(task, "terminate_on_lane_invasion", True)
+
+
+def _row(name: str, eps: list[dict], failure: bool = False, lane_changes: bool = False) -> str:
     col = lambda k: [e.get(k) for e in eps]  # noqa: E731
-    first = _rate([_failed(e) for e in eps]) if failure else _rate(col("success"))
+    first = _rate([_failed(e, lane_changes) for e in eps]) if failure else _rate(col("success"))
     return (f"| {name} | {first} | {_rate(col('collision'))} | {_rate([bool(e.get('lane_invasion_events')) for e in eps])} "
             f"| {_mean(col('route_completion'))} | {_mean(col('driving_score'))} | {_mean(col('min_ttc_s'))} |")
 
@@ -67,10 +79,13 @@ def table(path: Path) -> str:
     rob = d.get("robustness") or {}
     conds = [k for k, v in rob.items() if isinstance(v, dict) and "per_episode" in v]
     if conds:
+        lanes = lane_changes_allowed(d)
+        failure = "failure (collision or off-road; lane changes allowed here)" if lanes else \
+            "failure (collision, off-road or lane invasion)"
         out += [f"Robustness (same seeds, episodes cut at {rob.get('horizon_s')} s):", "",
-                "| condition | failure (collision, off-road or lane invasion) | collision | lane invasion | route completion | driving score | min TTC (s) |",
+                f"| condition | {failure} | collision | lane invasion | route completion | driving score | min TTC (s) |",
                 "|---|---|---|---|---|---|---|"]
-        out += [_row(c, rob[c]["per_episode"], failure=True) for c in conds]
+        out += [_row(c, rob[c]["per_episode"], failure=True, lane_changes=lanes) for c in conds]
         out.append("")
     causal = d.get("causal") or {}
     verdicts = [(k, v.get("verdict")) for k, v in (causal.get("interventions") or causal).items()

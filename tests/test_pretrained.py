@@ -25,7 +25,8 @@ from kai_drive.pretrained.spec import AGENTS_DIR, AgentError, read_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "kai_drive"
-RUNS = {"lane-keep": ROOT / "runs/issue15-default/lane-keep/ppo_1", "grasp": ROOT / "runs/issue15-grasp/grasp/ppo_3"}
+RUNS = {"lane-keep": ROOT / "runs/issue15-default/lane-keep/ppo_1", "grasp": ROOT / "runs/issue15-grasp/grasp/ppo_3",
+        "follow": ROOT / "runs/s8/follow/ppo_2", "highway": ROOT / "runs/s8/highway/ppo_1"}
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def test_shipped_agents_are_small_weights_only_files_with_a_spec():
     assert grasp.training.seed == 2 and grasp.training.checkpoint == "best"
 
 
-@pytest.mark.parametrize("name", ["lane-keep", "grasp"])
+@pytest.mark.parametrize("name", sorted(RUNS))
 def test_loaded_agent_acts_exactly_like_the_run_folder_model(agents, name):
     if not (RUNS[name] / "best_model.zip").is_file():
         pytest.skip(f"{RUNS[name]} is not in this checkout (runs/ is not committed)")
