@@ -327,3 +327,24 @@ def _has(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is not None
+
+
+def test_generalist_drives_every_env_of_its_mix_and_no_other():
+    """The generalist (agents/generalist.yaml, env_mix) is shipped for the four driving envs; --env picks one."""
+    from kai_drive.pretrained.policy import AgentMismatchError, for_env
+
+    spec = read_spec("generalist")
+    assert spec.envs == ["KaiDrive/LaneKeep-v0", "KaiDrive/Follow-v0", "KaiDrive/Highway-v0", "KaiDrive/Crossing-v0"]
+    assert spec.training.recipe["env_mix"]  # exported from an env_mix run
+    for alias in ("lane-keep", "follow", "highway", "crossing"):
+        pol, env_id = for_env("generalist", alias)
+        assert env_id == f"KaiDrive/{''.join(w.title() for w in alias.split('-'))}-v0"
+        env = gymnasium.make(env_id, config=pol.env_config)
+        pol.check_env(env)  # same sensors in every member env
+        obs, _ = env.reset(seed=0)
+        assert pol(obs).shape == (2,)
+        env.close()
+    with pytest.raises(AgentMismatchError, match="not on KaiDrive/Grasp-v0"):
+        for_env("generalist", "grasp")
+    with pytest.raises(AgentMismatchError, match="not on KaiDrive/Crossing-v0"):
+        for_env("follow", "crossing")  # a single-env agent stays on its env

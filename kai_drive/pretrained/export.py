@@ -139,7 +139,8 @@ def export_run(run_dir: str | Path, name: str, checkpoint: str = "best", out_dir
     obs_spec, sensors = _env_facts(env_id, env_config)
     status = run.status()
     spec_fields: dict[str, Any] = dict(
-        name=name, env_id=env_id, alias=resolve_env(env_id)[1], family=task_family(env_id), env_config=env_config,
+        name=name, env_id=env_id, alias=resolve_env(env_id)[1], envs=list(recipe.get("env_mix") or {}),
+        family=task_family(env_id), env_config=env_config,
         renderer=renderer, observation_spec=obs_spec, sensors=sensors, action_space=bound_of(module.action_space),
         encoder=encoder, normalisation=_normalisation(run.stats_file(checkpoint)),
         policy=_arch(cfg, recipe, module, encoder),

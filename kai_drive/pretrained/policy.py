@@ -295,7 +295,8 @@ def for_env(name: str | None, env: str | None) -> tuple[PretrainedPolicy, str]:
         if name not in available():
             raise ValueError(f"no shipped agent for --env {env} yet (shipped: {available()}); docs/models.md")
     pol = load(name)
-    if env and resolve_env(env)[0] != pol.agent.env_id:
-        raise AgentMismatchError(f"pretrained agent {pol.agent.name!r} was trained on {pol.agent.env_id}, not on "
+    drives = pol.agent.envs or [pol.agent.env_id]
+    if env and resolve_env(env)[0] not in drives:
+        raise AgentMismatchError(f"pretrained agent {pol.agent.name!r} was trained on {', '.join(drives)}, not on "
                                  f"{resolve_env(env)[0]}; drop --env or pick the env's agent ({available()})")
-    return pol, pol.agent.env_id
+    return pol, resolve_env(env)[0] if env else pol.agent.env_id

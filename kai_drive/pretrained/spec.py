@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from kai_drive.config import StrictModel
 
@@ -100,6 +100,8 @@ class AgentSpec(StrictModel):
     name: str
     env_id: str
     alias: str
+    envs: list[str] = Field(default_factory=list, description="every env the agent drives (a recipe's env_mix: the "
+                            "generalist); [] = env_id alone")
     family: str
     env_config: dict[str, Any]
     renderer: str
