@@ -193,3 +193,23 @@ def test_ship_never_replaces_other_shipped_weights(tmp_path):
         ship(fake, "lane-keep")
     assert hashlib.sha256((WEIGHTS_DIR / "lane-keep.pt").read_bytes()).hexdigest() == before
     assert Path(WEIGHTS_DIR / "lane-keep.json").is_file()
+
+
+def test_shipped_drive_weights_load_on_every_driving_env_and_record_their_recipe():
+    from kai_drive.perception.weights import load_encoder, read_manifest
+
+    m = read_manifest("drive")
+    r = PretrainRecipe.model_validate(m["recipe"])
+    assert r.run_name() == "drive" and len(m["envs"]) == 4 and m["probes"]["shift"] and m["probes"]["lead_gap"]
+    assert r.train.aux_privileged_weight == 0.0
+    for env_id in m["envs"]:
+        env = gymnasium.make(env_id)
+        try:
+            obs, _ = env.reset(seed=0)
+            enc = load_encoder(env.observation_space, "drive")
+            from kai_drive.perception.encoders import obs_to_tensors
+            with torch.no_grad():
+                z = enc(obs_to_tensors({k: obs[k][None] for k in enc.keys}, enc.keys, "cpu"))
+            assert z.shape == (1, 128) and torch.isfinite(z).all()
+        finally:
+            env.close()
