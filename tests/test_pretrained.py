@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import shutil
-import site
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import gymnasium
@@ -22,6 +19,7 @@ import kai_drive  # noqa: F401  (registers the envs)
 import kai_drive.pretrained as pretrained
 from kai_drive.pretrained.policy import AgentMismatchError, PretrainedPolicy, for_env
 from kai_drive.pretrained.spec import AGENTS_DIR, AgentError, read_spec
+from wheelenv import install_wheel, run_in
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "kai_drive"
@@ -290,23 +288,8 @@ def test_wheel_ships_every_agent_and_each_loads_and_plays(tmp_path):
     """Build the wheel, install it into a fresh venv (dependencies from this environment through a .pth), and from
     another directory load every agent, check it against its env and play 30 steps. Marked slow: 192 s wall on the
     shared 2-core machine at load ~11 (about 27 s of CPU; most of it the isolated wheel build)."""
-    dist = tmp_path / "dist"
-    # without hatchling here, pip builds in an isolated env (hatchling from pip's cache: slower)
-    isolation = ["--no-build-isolation"] if _has("hatchling") else []
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", *isolation, "-w", str(dist),
-                            str(ROOT)], capture_output=True, text=True, timeout=600)
-    assert build.returncode == 0, build.stderr[-2000:]
-    (wheel,) = dist.glob("kai_drive-*.whl")
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    py = venv / "bin" / "python"
-    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-    ours = [p for p in site.getsitepackages() + [sysconfig.get_paths()["purelib"]] if Path(p).is_dir()]
-    Path(purelib, "zz_deps.pth").write_text("\n".join(ours) + "\n")
-    inst = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "-q", str(wheel)],
-                          capture_output=True, text=True, timeout=300)
-    assert inst.returncode == 0, inst.stderr[-2000:]
+    py = install_wheel(tmp_path)
+    venv = py.parent.parent
     code = ("import gymnasium, kai_drive, kai_drive.pretrained as p, pathlib, sys\n"
             f"assert str(pathlib.Path(kai_drive.__file__)).startswith({str(venv)!r}), kai_drive.__file__\n"
             f"assert set(p.available()) == {set(pretrained.available())!r}, p.available()\n"
@@ -317,16 +300,10 @@ def test_wheel_ships_every_agent_and_each_loads_and_plays(tmp_path):
             "        obs, r, term, trunc, _ = env.step(pol(obs)); ret += r\n"
             "        if term or trunc: break\n"
             "    print('played', n, round(ret, 3)); env.close()\n")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    run = subprocess.run([str(py), "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    run = run_in(py, code, tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert all(f"played {n}" in run.stdout for n in pretrained.available())
 
-
-def _has(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
 
 
 def test_generalist_drives_every_env_of_its_mix_and_no_other():
