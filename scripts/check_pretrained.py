@@ -38,7 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         pol = pretrained.load(name)
         card = pol.agent.evaluation
         seeds = [TEST_ROAD_SEED_BASE + i for i in range(args.episodes)]
-        venv = make_vec_env(pol.agent.env_id, pol.env_config, args.n_envs, "subproc", "eval", pol.frame_stack)
+        # an agent of several envs (env_mix) is evaluated on all of them: seed s runs in env s % len(envs)
+        mix = {env_id: {} for env_id in pol.agent.envs} if len(pol.agent.envs) > 1 else None
+        venv = make_vec_env(pol.agent.env_id, pol.env_config, args.n_envs, "subproc", "eval", pol.frame_stack,
+                            env_mix=mix)
         t0 = time.perf_counter()
         try:
             pol.check_env(venv)

@@ -199,9 +199,11 @@ def make_env_fn(
 
 
 class EnvCycle(gymnasium.Wrapper):
-    """One worker of a multi-env training (a recipe's ``env_mix``): each reset moves on to the next member env
-    (member ``(offset + k) % n`` at the k-th reset), so every worker sees every member in turn and a run's
-    episodes are shared evenly between them. Members are whole wrapped stacks (``make_env_fn``) with the same
+    """One worker of a multi-env training (a recipe's ``env_mix``): in training each reset moves on to the next
+    member env (member ``(offset + k) % n`` at the k-th reset), so every worker sees every member in turn and a
+    run's episodes are shared evenly between them. An episode with a given road seed (queued for evaluation, or
+    ``options["road_seed"]``) runs in member ``road_seed % n``: an evaluation episode depends on its seed only,
+    not on the worker count or on the episodes before it. Members are whole wrapped stacks (``make_env_fn``) with the same
     observation and action spaces; ``info["env_id"]`` names the member an episode ran in.
 
     Seeding stays reproducible: ``reset(seed=s)`` reseeds member ``j`` with ``s + 1_000_003 * j`` at its next
@@ -231,13 +233,16 @@ class EnvCycle(gymnasium.Wrapper):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         if seed is not None:
             self._seeds = {j: int(seed) + 1_000_003 * j for j in range(len(self.members))}
-        j = (self._offset + self._resets) % len(self.members)
-        self._resets += 1
-        self.env = self.members[j]
         options = dict(options or {})
         if self._queue and "road_seed" not in options:
             options["road_seed"] = self._queue.popleft()
             options.setdefault("noise_seed", options["road_seed"])
+        if "road_seed" in options:  # evaluation: the road seed alone picks the member, whatever ran before
+            j = int(options["road_seed"]) % len(self.members)
+        else:  # training: the next member in turn
+            j = (self._offset + self._resets) % len(self.members)
+        self._resets += 1
+        self.env = self.members[j]
         obs, info = self.env.reset(seed=self._seeds.pop(j, None), options=options)
         info["env_id"] = self.names[j]
         return obs, info
