@@ -4,6 +4,7 @@ examples:
   python -m kai_drive.stress --env follow --policy scripted --budget 500 --out stress/follow
   python -m kai_drive.stress --env follow --policy scripted --set scenario.lead.brake_decel_mps2=[3,9] --estimate
   python -m kai_drive.stress --env crossing --run runs/crossing/ppo_1 --budget 200 --ray
+  python -m kai_drive.stress --env follow --pretrained --budget 100                 # the shipped follow driver
   python -m kai_drive.stress --env follow --policy scripted --method random --budget 500   # the reference
   python -m kai_drive.stress --replay stress/follow/failures/0042_collision-vehicle.json --policy scripted
 
@@ -34,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--env", default=None, help="follow, lane-keep, highway, crossing (alias or id; default: the run's)")
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="training run folder runs/<alias>/<algo>_<n>/")
+    src.add_argument("--pretrained", nargs="?", const="", metavar="NAME",
+                     help="a shipped agent (kai_drive.pretrained; default NAME: the --env's alias), in its env config")
     src.add_argument("--policy", choices=["scripted", "stop", "constant"], help="a built-in driver (as evaluate)")
     ap.add_argument("--checkpoint", choices=["final", "best"], default="final", help="with --run")
     ap.add_argument("--budget", type=int, default=100, help="episodes in all (search, and estimate with --estimate)")
@@ -87,6 +90,11 @@ def _inputs(args: argparse.Namespace) -> tuple:
         policy, run_env = load_run(args.run, args.checkpoint)
         policy.spec = PolicySpec("run", path=args.run, checkpoint=args.checkpoint)
         env = env or run_env
+    elif args.pretrained is not None:
+        from kai_drive.pretrained.policy import for_env
+
+        policy, env = for_env(args.pretrained, env)
+        policy.spec = PolicySpec("pretrained", name=policy.source)  # what --ray workers load
     else:
         policy = args.policy
     if env is None and not args.replay:

@@ -243,3 +243,23 @@ def test_failure_modes_split_by_outcome_then_by_distance():
     assert labels[0] == labels[1] == labels[2] == 0        # the biggest mode is 0
     assert labels[3] == labels[4] == 1 and labels[5] == 2  # then by size; the outcome splits the near one
     assert failure_modes(u[:1], outcomes[:1], order=np.array([0])) == [0]
+
+
+def test_pretrained_agent_is_stress_tested_in_its_env_config(tmp_path):
+    """``--pretrained`` searches with a shipped agent (weights-only, kai_drive.pretrained), in the agent's env config;
+    an agent of another env is refused naming both."""
+    from kai_drive.stress import main
+
+    out = tmp_path / "pre"
+    assert main(["--env", "follow", "--pretrained", "--budget", "2", "--batch", "2", "--max-seconds", "2",
+                 "--factors", "start_", "--modes", "0", "--no-gifs", "--out", str(out)]) == 0
+    res = json.loads((out / "result.json").read_text())
+    assert res["policy"] == "pretrained:follow" and res["episodes"] == 2
+    assert res["env_config"]["world.renderer"] == "tiny"  # the agent's renderer, from its spec
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["--env", "crossing", "--pretrained", "follow", "--budget", "2"]) == 2
+    assert "KaiDrive/Follow-v0" in err.getvalue() and "KaiDrive/Crossing-v0" in err.getvalue()
