@@ -214,7 +214,8 @@ def test_play_cli_records_the_pretrained_agent(tmp_path, capsys):
     assert play.main(["--env", "grasp", "--pretrained", "--record", "--episodes", "1", "--out", str(out),
                       "--size", "64x48"]) == 0
     assert out.stat().st_size > 0 and "pretrained-grasp (pretrained) on KaiDrive/Grasp-v0" in capsys.readouterr().out
-    assert play.main(["--env", "follow", "--pretrained", "--record", "--out", str(out)]) == 2  # none shipped
+    assert play.main(["--env", "crossing", "--pretrained", "follow", "--record", "--out", str(out)]) == 2  # another env's
+    assert play.main(["--env", "follow", "--pretrained", "nosuch", "--record", "--out", str(out)]) == 2  # not shipped
 
 
 def test_train_init_pretrained_starts_from_the_shipped_weights(tmp_path):
